@@ -1,0 +1,12 @@
+"""The asset graph: novel_files → text_chunks → environment_features → sensor_records → style_labels →
+generated_examples → chunked_json_exports. Each asset is a thin wrapper around the pure functions of its concern."""
+
+from .environment import environment_features
+from .export import chunked_json_exports
+from .generation import generated_examples
+from .novels import novel_files, text_chunks
+from .sensors import sensor_records
+from .style import style_labels
+
+PER_FILE_ASSETS = [novel_files, text_chunks, environment_features, sensor_records, style_labels, generated_examples]
+ALL_ASSETS = [*PER_FILE_ASSETS, chunked_json_exports]

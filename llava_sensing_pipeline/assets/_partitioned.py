@@ -1,0 +1,65 @@
+"""The one piece of plumbing the per-file assets share: run a pure function for each partition of the run.
+
+A run covers one partition (failure isolation, the LLM modes, the UI's default) or a range of them (the bulk path
+of the CLI). Inputs arrive as a DataFrame or as ``dict[key, DataFrame]`` accordingly, and the output goes back in
+the same shape. A partition whose function raises does not stop the others from being tried: after the loop the
+step fails with a :class:`dagster.Failure` whose metadata lists every failed partition and its reason, so the
+CLI can isolate them and re-run the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pandas as pd
+from dagster import AssetExecutionContext, Failure, MetadataValue
+
+FAILED_PARTITIONS_KEY = "failed_partitions"
+
+
+def _pick(value: Any, key: str) -> Any:
+    return value[key] if isinstance(value, dict) else value
+
+
+def for_each_partition(
+    context: AssetExecutionContext,
+    fn: Callable[..., tuple[pd.DataFrame, Mapping[str, Any]]],
+    *inputs: pd.DataFrame | dict[str, pd.DataFrame],
+) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    """Calls ``fn(key, *inputs_for_key)`` → ``(frame, metadata)`` for every partition key of the run."""
+    keys = list(context.partition_keys)
+    results: dict[str, pd.DataFrame] = {}
+    failures: dict[str, str] = {}
+    started = time.monotonic()
+    step = context.asset_key.to_user_string()
+    for i, key in enumerate(keys, start=1):
+        t0 = time.monotonic()
+        try:
+            frame, metadata = fn(key, *(_pick(v, key) for v in inputs))
+        except Exception as exc:  # reported per partition below; the step still fails
+            failures[key] = f"{type(exc).__name__}: {exc}"
+            context.log.error(f"{step} [{i}/{len(keys)}] {key}: {failures[key]}")
+            continue
+        results[key] = frame
+        context.add_asset_metadata(
+            {**metadata, "rows": len(frame), "wall_time_s": round(time.monotonic() - t0, 3)}, partition_key=key
+        )
+        if len(keys) > 1 and (i % 25 == 0 or i == len(keys)):
+            elapsed = time.monotonic() - started
+            eta = elapsed / i * (len(keys) - i)
+            context.log.info(f"{step}: partition {i} of {len(keys)} done, {elapsed:.1f} s elapsed, ETA {eta:.1f} s")
+    if failures:
+        raise Failure(
+            description=f"{step} failed for {len(failures)} of {len(keys)} partition(s): "
+            + "; ".join(f"{k}: {v}" for k, v in failures.items()),
+            metadata={FAILED_PARTITIONS_KEY: MetadataValue.json(failures)},
+        )
+    return results if len(keys) > 1 else results[keys[0]]
+
+
+def json_column(values) -> list[str]:
+    """Nested values stored as JSON strings in a Parquet column."""
+    return [json.dumps(v, ensure_ascii=False, sort_keys=True) for v in values]

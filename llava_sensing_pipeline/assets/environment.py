@@ -1,0 +1,122 @@
+"""environment_features: weather, time of day, place, temperature and humidity cues, movement and wind per chunk.
+
+``simple`` mode labels every chunk with the rule analyzer. The LLM modes also ask the model, for the chunks they
+will need only: in the file's seeded selection order until ``quota × analysis_margin`` chunks pass the confidence
+threshold (the margin covers generations that get rejected). The other chunks keep their rule labels and are not
+used as LLM-mode examples.
+"""
+
+import json
+import math
+
+import pandas as pd
+from dagster import AssetExecutionContext, Failure, asset
+
+from ..environment import ENV_FIELDS, analyze_rules
+from ..environment_llm import ANALYSIS_NUM_PREDICT, ANALYSIS_SCHEMA, analysis_messages, interpret_analysis
+from ..generation import Outcome, selection_order, walk_until_quota
+from ..ollama_resource import CallStats, LLMCallFailed, OllamaResource
+from ..partitions import selection_quotas
+from ..seeding import derive_seed
+from ..settings import PipelineSettings
+from ..versions import CODE_VERSIONS
+from ._partitioned import for_each_partition, json_column
+from .novels import PER_FILE
+
+
+def rule_features(chunks: pd.DataFrame) -> pd.DataFrame:
+    """The chunk table with the rule analyzer's labels, confidence and matched cue words added."""
+    results = [analyze_rules(t) for t in chunks["text"]]
+    frame = chunks.copy()
+    for field in ENV_FIELDS:
+        frame[field] = [getattr(r, field) for r in results]
+    frame["confidence"] = [r.confidence for r in results]
+    frame["cues"] = json_column(r.cues for r in results)
+    frame["analysis"] = json_column(r.to_dict() for r in results)
+    frame["env_source"] = "rules"
+    return frame
+
+
+def check_failure_share(step: str, key: str, stats: CallStats, attempted: int, max_share: float) -> None:
+    """Fails the partition (after its finished replies are cached) when too many calls failed."""
+    if attempted and stats.failures / attempted > max_share:
+        raise Failure(f"{step} {key}: {stats.failures} of {attempted} LLM requests failed after retries "
+                      f"(more than {max_share:.0%}); finished replies are cached, so re-running this partition "
+                      f"only pays for the rest. Check the Ollama server.")
+
+
+def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, key: str, chunks: pd.DataFrame):
+    """Rule labels for every chunk, then LLM analysis of the chunks needed for the file's quota."""
+    frame = rule_features(chunks)
+    frame["llm"] = ""
+    quota = selection_quotas(settings.input_dir, settings.max_files, settings.num_examples).get(key, 0)
+    target = math.ceil(quota * settings.analysis_margin)
+    order = selection_order(len(frame), settings.seed, key)
+    candidates = [pos for pos in order if frame.at[pos, "chars"] >= settings.min_chunk_chars]
+    stats = CallStats()
+    rules = [analyze_rules(t) for t in frame["text"]]
+
+    def analyze(pos: int) -> Outcome:
+        options = {"temperature": 0, "num_predict": ANALYSIS_NUM_PREDICT,
+                   "seed": derive_seed(settings.seed, key, int(frame.at[pos, "chunk_index"]), "analysis") % 2**31}
+        try:
+            reply = ollama.chat(analysis_messages(frame.at[pos, "text"]), options=options, fmt=ANALYSIS_SCHEMA)
+        except LLMCallFailed as exc:
+            stats.record_failure(ollama.max_retries + 1)
+            return Outcome(False, error=str(exc))
+        stats.record(reply)
+        result = interpret_analysis(reply.text, rules[pos])
+        return Outcome(result["confidence"] >= settings.llm_confidence_threshold, result)
+
+    ollama.check_ready()
+    outcomes = walk_until_quota(candidates, target, analyze, ollama.parallel)
+    for pos, outcome in outcomes.items():
+        if outcome.value is None:
+            continue
+        result = outcome.value
+        for field in ENV_FIELDS:
+            frame.at[pos, field] = result["labels"][field]
+        frame.at[pos, "confidence"] = result["confidence"]
+        frame.at[pos, "env_source"] = "llm"
+        frame.at[pos, "llm"] = json.dumps({k: result[k] for k in (
+            "raw", "llm_labels", "invalid_fields", "rule_fields", "llm_confidence", "valid_json")}, ensure_ascii=False)
+        frame.at[pos, "analysis"] = json.dumps({**json.loads(frame.at[pos, "analysis"]), "source": "llm",
+                                                "raw_reply": result["raw"], "llm_confidence": result["llm_confidence"],
+                                                "rule_fields": result["rule_fields"]}, ensure_ascii=False)
+    check_failure_share("environment_features", key, stats, len(outcomes), settings.max_failure_share)
+    analyzed = [o.value for o in outcomes.values() if o.value is not None]
+    context.log.info(f"{key}: analysed {len(outcomes)} chunk(s) with the LLM, "
+                     f"{sum(o.accepted for o in outcomes.values())} above the threshold (target {target})")
+    metadata = {
+        "analysis_target": target,
+        "analysed_chunks": len(outcomes),
+        "above_threshold": sum(o.accepted for o in outcomes.values()),
+        "invalid_json_replies": sum(1 for r in analyzed if not r["valid_json"]),
+        "fields_filled_by_rules": sum(len(r["rule_fields"]) for r in analyzed),
+        "mean_llm_confidence": round(sum(r["confidence"] for r in analyzed) / len(analyzed), 3) if analyzed else 0.0,
+        **stats.summary("analysis"),
+    }
+    return frame, metadata
+
+
+@asset(**PER_FILE, code_version=CODE_VERSIONS["environment_features"], kinds={"pandas", "parquet"})
+def environment_features(
+    context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, text_chunks
+):
+    """Rule analysis of every chunk (whole-word vocabularies, "unknown" when nothing is found); in the LLM modes,
+    LLM analysis of the chunks the file's quota needs, validated and gap-filled by the rules."""
+
+    def one(key: str, chunks: pd.DataFrame):
+        if settings.mode == "simple":
+            frame, metadata = rule_features(chunks), {}
+        else:
+            frame, metadata = llm_features(context, settings, ollama, key, chunks)
+        return frame, {
+            "chunks": len(frame),
+            "mean_confidence": round(float(frame["confidence"].mean()), 3) if len(frame) else 0.0,
+            "known_time_share": round(float((frame["time_of_day"] != "unknown").mean()), 3) if len(frame) else 0.0,
+            "known_weather_share": round(float((frame["weather"] != "unknown").mean()), 3) if len(frame) else 0.0,
+            **metadata,
+        }
+
+    return for_each_partition(context, one, text_chunks)

@@ -1,0 +1,87 @@
+"""chunked_json_exports: the dataset JSON, its chunk files and index, and a Parquet copy, from every file's examples."""
+
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, MetadataValue, asset
+
+from ..export import order_examples, select_examples, write_export
+from ..generation import allocate_quotas
+from ..partitions import discover_novels, relative_path_for
+from ..settings import PipelineSettings
+from ..versions import CODE_VERSIONS
+
+NOT_MATERIALIZED = "not materialized: the partition failed or has not run yet (see the Dagster UI or `llava-sensing status`)"
+
+
+class ExportConfig(Config):
+    """Which partitions the export covers (default: the files now in the input folder, ``max_files`` per genre),
+    and the reasons the CLI saw for partitions that failed."""
+
+    partition_keys: list[str] | None = None
+    failure_reasons: dict[str, str] = {}
+
+
+def _distribution(records, path) -> dict[str, int]:
+    counts = Counter()
+    for r in records:
+        value = r
+        for part in path:
+            value = value[part]
+        counts[str(value)] += 1
+    return dict(sorted(counts.items()))
+
+
+@asset(
+    ins={"generated_examples": AssetIn(partition_mapping=AllPartitionMapping(),
+                                       metadata={"allow_missing_partitions": True})},
+    io_manager_key="parquet_io_manager",
+    group_name="export",
+    code_version=CODE_VERSIONS["chunked_json_exports"],
+    kinds={"json", "parquet"},
+)
+def chunked_json_exports(
+    context: AssetExecutionContext, config: ExportConfig, settings: PipelineSettings, generated_examples
+) -> pd.DataFrame:
+    """``<output>/<mode>_dataset.json``, ``chunks/novel_dataset_chunk_NNN.json``, ``chunks/chunks_index.json``, Parquet."""
+    keys = config.partition_keys
+    if keys is None:
+        keys = [f.key for f in discover_novels(settings.input_dir, settings.max_files)]
+    quotas = allocate_quotas(keys, settings.num_examples)
+    source_paths = {k: relative_path_for(k).as_posix() for k in keys}
+    records, reports = select_examples(generated_examples, quotas, source_paths)
+    failed = [{"partition_key": k, "source_path": source_paths[k],
+               "reason": config.failure_reasons.get(k, NOT_MATERIALIZED)}
+              for k in sorted(keys) if k not in generated_examples]
+    ordered = order_examples(records, settings.seed)
+    files = [{"partition_key": r.partition_key, "source_path": r.source_path, "quota": r.quota,
+              "candidates": r.candidates, "exported": r.exported, "shortfall": r.shortfall,
+              **({"shortfall_reason": f"only {r.candidates} usable chunks"} if r.shortfall else {})}
+             for r in reports]
+    result = write_export(
+        ordered, settings.output_dir, settings.mode, settings.export_chunk_size,
+        index_extra={"seed": settings.seed, "requested_examples": sum(quotas.values()), "files": files,
+                     "failed_files": failed},
+    )
+    for f in failed:
+        context.log.warning(f"not exported: {f['source_path']} ({f['reason']})")
+    context.add_output_metadata({
+        "examples": len(ordered),
+        "requested": sum(quotas.values()),
+        "files_exported": len(reports),
+        "files_failed": len(failed),
+        "files_with_shortfall": sum(1 for r in reports if r.shortfall),
+        "chunk_files": len(result.chunk_paths),
+        "stale_chunk_files_removed": len(result.removed_stale),
+        "dataset_path": MetadataValue.path(str(Path(result.dataset_path).resolve())),
+        "style_distribution": MetadataValue.json(_distribution(ordered, ["literary_style"])),
+        "time_distribution": MetadataValue.json(_distribution(ordered, ["sensor_data", "context", "time"])),
+        "weather_distribution": MetadataValue.json(_distribution(ordered, ["sensor_data", "context", "weather"])),
+        "scenario_distribution": MetadataValue.json(_distribution(ordered, ["sensor_data", "context", "scenario"])),
+        "movement_distribution": MetadataValue.json(_distribution(ordered, ["sensor_data", "movement"])),
+    })
+    return pd.DataFrame(files + [{"partition_key": f["partition_key"], "source_path": f["source_path"], "quota":
+                                  quotas[f["partition_key"]], "candidates": 0, "exported": 0,
+                                  "shortfall": quotas[f["partition_key"]]} for f in failed],
+                        columns=["partition_key", "source_path", "quota", "candidates", "exported", "shortfall"])

@@ -1,0 +1,153 @@
+"""generated_examples: the training examples of each file, ranked so any prefix is spread across the book.
+
+- ``simple``: every usable chunk (long enough, confident enough rule analysis) is a candidate whose target is the
+  source passage; the export takes each file's quota from the top of the ranking.
+- ``hybrid``: the same, over the chunks whose LLM analysis passed the confidence threshold.
+- ``llm``: over those chunks, in ranking order and up to the file's quota, the model writes a new paragraph; each
+  reply goes through the quality filter, with up to ``generation_attempts`` attempts (different seeds) per chunk.
+"""
+
+import json
+from collections import Counter
+
+import pandas as pd
+from dagster import AssetExecutionContext, asset
+
+from ..environment import ENV_FIELDS
+from ..generation import (
+    GENERATION_METHODS,
+    Outcome,
+    build_example,
+    build_generation_prompt,
+    check_quality,
+    is_usable,
+    selection_order,
+    walk_until_quota,
+)
+from ..ollama_resource import CallStats, LLMCallFailed, OllamaResource
+from ..partitions import selection_quotas
+from ..seeding import derive_seed
+from ..settings import PipelineSettings
+from ..versions import CODE_VERSIONS, partition_fingerprint
+from ._partitioned import for_each_partition
+from .environment import check_failure_share
+from .novels import PER_FILE
+from .sensors import sensor_record_from_row
+
+EXAMPLE_COLUMNS = ["id", "chunk_index", "selection_rank", "target_chars", "record_json"]
+GENERATION_NUM_PREDICT = 512
+PERSONA = "You are an excellent English literary writer."
+
+
+def _candidates(table: pd.DataFrame, key: str, settings: PipelineSettings) -> list[tuple[int, int]]:
+    """(rank, row position) of the usable chunks, in selection order."""
+    order = selection_order(len(table), settings.seed, key)
+    llm_mode = settings.mode != "simple"
+    out = []
+    for rank, pos in enumerate(order):
+        row = table.iloc[pos]
+        if llm_mode:
+            ok = row["env_source"] == "llm" and row["confidence"] >= settings.llm_confidence_threshold
+        else:
+            ok = is_usable(row["chars"], row["confidence"], settings.min_chunk_chars, settings.min_confidence)
+        if ok:
+            out.append((rank, pos))
+    return out
+
+
+def _example_row(table, pos, rank, key, settings, target, prompt, generation) -> dict:
+    row = next(table.iloc[[pos]].itertuples(index=False))
+    sensor = sensor_record_from_row(row)
+    record = build_example(
+        relative_path=row.relative_path, partition_key=key, chunk=row._asdict(),
+        features=json.loads(row.analysis), normalized={f: getattr(row, f) for f in ENV_FIELDS},
+        sensor_record=sensor, style=row.literary_style, novel_metadata=json.loads(row.novel_metadata),
+        target_paragraph=target if target is not None else row.text,
+        prompt=prompt or build_generation_prompt(sensor, row.literary_style), mode=settings.mode,
+        generation={"environment_confidence": float(row.confidence), "style_source": row.style_source,
+                    **generation},
+    )
+    return {"id": record["id"], "chunk_index": int(row.chunk_index), "selection_rank": rank,
+            "target_chars": len(record["target_paragraph"]), "record_json": json.dumps(record, ensure_ascii=False)}
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS).sort_values("selection_rank", kind="stable").reset_index(
+        drop=True)
+
+
+def extractive_examples(table: pd.DataFrame, key: str, settings: PipelineSettings) -> pd.DataFrame:
+    """Every usable chunk as an example whose target is the source passage (simple and hybrid modes)."""
+    return _frame([_example_row(table, pos, rank, key, settings, None, None, {})
+                   for rank, pos in _candidates(table, key, settings)])
+
+
+def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSettings, ollama: OllamaResource,
+                 quota: int):
+    """Generated paragraphs for the file's quota, each passing the quality filter; provenance per example."""
+    stats = CallStats()
+    rejections: Counter[str] = Counter()
+    digest = ollama.check_ready()
+
+    def generate(item: tuple[int, int]) -> Outcome:
+        rank, pos = item
+        row = table.iloc[pos]
+        sensor = sensor_record_from_row(next(table.iloc[[pos]].itertuples(index=False)))
+        prompt = build_generation_prompt(sensor, row["literary_style"])
+        messages = [{"role": "system", "content": PERSONA}, {"role": "user", "content": prompt}]
+        for attempt in range(1, settings.generation_attempts + 1):
+            seed = derive_seed(settings.seed, key, int(row["chunk_index"]), "generation", attempt) % 2**31
+            options = {"temperature": 0.8, "num_predict": GENERATION_NUM_PREDICT, "seed": seed}
+            try:
+                reply = ollama.chat(messages, options=options)
+            except LLMCallFailed as exc:
+                stats.record_failure(ollama.max_retries + 1)
+                return Outcome(False, error=str(exc))
+            stats.record(reply)
+            quality = check_quality(reply.text, sensor, min_words=settings.min_words, max_words=settings.max_words,
+                                    min_alignment=settings.min_alignment)
+            if quality.ok:
+                provenance = {
+                    "generation_method": GENERATION_METHODS["llm"], "generation_model": ollama.model,
+                    "model_digest": digest, "llm_success": True, "generation_attempts": attempt,
+                    "generation_options": options, "generation_seed": seed, "alignment_score": quality.alignment,
+                    "sensor_to_text_mapping": quality.mapping, "latency_s": round(reply.latency_s, 3),
+                    "eval_tokens": reply.eval_count, "from_cache": reply.cached,
+                }
+                return Outcome(True, _example_row(table, pos, rank, key, settings, quality.text, prompt, provenance))
+            rejections.update(quality.reasons)
+        return Outcome(False, error="rejected")
+
+    outcomes = walk_until_quota(_candidates(table, key, settings), quota, generate, ollama.parallel)
+    check_failure_share("generated_examples", key, stats, len(outcomes), settings.max_failure_share)
+    rows = [o.value for o in outcomes.values() if o.accepted]
+    metadata = {
+        "chunks_tried": len(outcomes),
+        "rejected_chunks": sum(1 for o in outcomes.values() if not o.accepted),
+        **{f"rejected_{reason}": n for reason, n in sorted(rejections.items())},
+        **stats.summary("generation"),
+    }
+    return _frame(rows), metadata
+
+
+@asset(**PER_FILE, code_version=CODE_VERSIONS["generated_examples"], kinds={"pandas", "parquet"})
+def generated_examples(
+    context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, style_labels
+):
+    """Examples of one file in selection order; the export takes each file's quota from the top."""
+
+    def one(key: str, table: pd.DataFrame):
+        quota = selection_quotas(settings.input_dir, settings.max_files, settings.num_examples).get(key, 0)
+        if settings.mode == "llm":
+            frame, metadata = llm_examples(context, table, key, settings, ollama, quota)
+        else:
+            frame, metadata = extractive_examples(table, key, settings), {}
+        accepted = min(len(frame), quota)
+        fields = settings.fingerprint_fields(ollama.model, quota)
+        return frame, {
+            "fingerprint": partition_fingerprint(table["sha256"].iloc[0], fields) if len(table) else "",
+            "chunks": len(table), "candidates": len(frame), "quota": quota, "accepted": accepted,
+            "shortfall": max(0, quota - accepted), **metadata,
+        }
+
+    return for_each_partition(context, one, style_labels)

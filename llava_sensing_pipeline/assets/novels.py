@@ -1,0 +1,71 @@
+"""novel_files and text_chunks: read, decode and cut each novel, then chunk it."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from dagster import AssetExecutionContext, asset
+
+from ..partitions import genre_of, novel_partitions, relative_path_for
+from ..settings import PipelineSettings
+from ..text import chunk_text, read_novel
+from ..versions import CODE_VERSIONS
+from ._partitioned import for_each_partition
+
+PER_FILE = dict(partitions_def=novel_partitions, io_manager_key="parquet_io_manager", group_name="per_file")
+
+
+@asset(**PER_FILE, code_version=CODE_VERSIONS["novel_files"], kinds={"pandas", "parquet"})
+def novel_files(context: AssetExecutionContext, settings: PipelineSettings):
+    """One row per novel: decoded body between the START and END markers, header metadata, encoding, sha256."""
+
+    def one(key: str):
+        rel = relative_path_for(key).as_posix()
+        novel = read_novel(Path(settings.input_dir) / rel)
+        row = {
+            "partition_key": key,
+            "relative_path": rel,
+            "genre": genre_of(key),
+            "text": novel.text,
+            "novel_metadata": json.dumps(novel.metadata, ensure_ascii=False, sort_keys=True),
+            "source_format": novel.source_format,
+            "encoding": novel.encoding,
+            "start_marker": novel.start_marker,
+            "end_marker": novel.end_marker,
+            "sha256": novel.sha256,
+        }
+        return pd.DataFrame([row]), {
+            "path": rel, "sha256": novel.sha256, "chars": len(novel.text), "encoding": novel.encoding,
+            "source_format": novel.source_format, "end_marker_found": novel.end_marker,
+            "title": novel.metadata.get("title", ""),
+        }
+
+    return for_each_partition(context, one)
+
+
+FILE_COLUMNS = ["partition_key", "relative_path", "genre", "novel_metadata", "sha256"]
+
+
+@asset(**PER_FILE, code_version=CODE_VERSIONS["text_chunks"], kinds={"pandas", "parquet"})
+def text_chunks(context: AssetExecutionContext, settings: PipelineSettings, novel_files):
+    """Paragraph-aware chunks near ``chunk_chars`` (never above ``max_chunk_chars``) with their source offsets."""
+
+    def one(key: str, novel: pd.DataFrame):
+        row = novel.iloc[0]
+        chunks = chunk_text(row["text"], settings.chunk_chars, settings.min_chunk_chars, settings.max_chunk_chars)
+        frame = pd.DataFrame({
+            "chunk_index": [c.index for c in chunks],
+            "text": [c.text for c in chunks],
+            "char_start": [c.char_start for c in chunks],
+            "char_end": [c.char_end for c in chunks],
+        })
+        frame["chars"] = frame["text"].str.len()
+        for col in FILE_COLUMNS:
+            frame[col] = row[col]
+        return frame, {
+            "chunks": len(frame),
+            "mean_chars": round(float(frame["chars"].mean()), 1) if len(frame) else 0.0,
+            "max_chars": int(frame["chars"].max()) if len(frame) else 0,
+        }
+
+    return for_each_partition(context, one, novel_files)

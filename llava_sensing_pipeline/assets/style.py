@@ -1,0 +1,28 @@
+"""style_labels: the literary style of each chunk, from the genre folder or inferred from the text."""
+
+import pandas as pd
+from dagster import AssetExecutionContext, asset
+
+from ..style import style_for
+from ..versions import CODE_VERSIONS
+from ._partitioned import for_each_partition
+from .novels import PER_FILE
+
+INFERENCE_SAMPLE_CHARS = 200_000
+
+
+@asset(**PER_FILE, code_version=CODE_VERSIONS["style_labels"], kinds={"pandas", "parquet"})
+def style_labels(context: AssetExecutionContext, sensor_records):
+    """``modernist_novel`` / ``travel_novel`` from the folder; files outside both genres get a text-based label."""
+
+    def one(key: str, records: pd.DataFrame):
+        genre = records["genre"].iloc[0] if len(records) else ""
+        sample = " ".join(records["text"])[:INFERENCE_SAMPLE_CHARS]
+        style, source, score = style_for(genre, sample)
+        frame = records.copy()
+        frame["literary_style"] = style
+        frame["style_source"] = source
+        frame["style_score"] = score
+        return frame, {"literary_style": style, "style_source": source, "style_score": round(float(score), 3)}
+
+    return for_each_partition(context, one, sensor_records)

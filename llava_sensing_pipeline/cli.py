@@ -1,0 +1,166 @@
+"""``llava-sensing``: the command line.
+
+``llava-sensing generate`` mirrors the earlier scripts' flags (``--mode``, ``--max-files``, ``--num-examples``,
+``--chunk-size``) and materializes the asset graph through Dagster against a persistent ``DAGSTER_HOME`` (default
+``data/dagster_home``), so its runs appear in ``dagster dev`` afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_DAGSTER_HOME = "data/dagster_home"
+DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+
+
+def ensure_dagster_home() -> Path:
+    """Uses ``$DAGSTER_HOME`` or ``data/dagster_home``; creates it with a ``dagster.yaml`` if needed."""
+    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llava-sensing", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="materialize the graph for the novels in --input-dir and export the dataset")
+    gen.add_argument("--mode", choices=["simple", "hybrid", "llm"], default="simple",
+                     help="simple: rule analysis, source passage as target; hybrid: LLM analysis, source passage; "
+                          "llm: LLM analysis and an LLM-written paragraph")
+    gen.add_argument("--input-dir", default="Novel", help="folder with Modernist_Novel/ and Travel_Novel/ (default: Novel)")
+    gen.add_argument("--output-dir", default="data/processed", help="export folder (default: data/processed)")
+    gen.add_argument("--max-files", type=_positive, default=None, help="files per genre folder, first in sorted order")
+    gen.add_argument("--num-examples", type=int, default=None,
+                     help="examples in the export, spread evenly over the files (default: 100 per file)")
+    gen.add_argument("--chunk-size", type=_positive, default=100, help="examples per export chunk file (default: 100)")
+    gen.add_argument("--chunk-chars", type=_positive, default=500, help="target characters per text chunk (default: 500)")
+    gen.add_argument("--min-chunk-chars", type=_positive, default=None, help="default: 40%% of --chunk-chars")
+    gen.add_argument("--max-chunk-chars", type=_positive, default=None, help="default: 200%% of --chunk-chars")
+    gen.add_argument("--min-confidence", type=float, default=0.15,
+                     help="minimum environment-analysis confidence for a chunk to become an example (default: 0.15)")
+    gen.add_argument("--seed", type=int, default=42, help="global seed of every random draw (default: 42)")
+    gen.add_argument("--batch-size", type=_positive, default=None,
+                     help="partitions per Dagster run (default: 50 in simple mode, 1 in the LLM modes)")
+    gen.add_argument("--force", action="store_true", help="re-materialize every selected partition")
+    gen.add_argument("--verbose", "-v", action="store_true", help="show Dagster's step logs")
+    llm = gen.add_argument_group("LLM modes (hybrid, llm)")
+    llm.add_argument("--model", default=None, help="Ollama model (default: $LLAVA_SENSING_MODEL or llama3.1:8b)")
+    llm.add_argument("--ollama-host", default=None, help="server URL (default: $OLLAMA_HOST or http://localhost:11434)")
+    llm.add_argument("--parallel", type=_positive, default=None,
+                     help="concurrent requests; match the server's OLLAMA_NUM_PARALLEL (default: that variable or 1)")
+    llm.add_argument("--ollama-timeout", type=float, default=120.0, help="seconds per request (default: 120)")
+    llm.add_argument("--max-retries", type=int, default=3, help="retries per request on timeouts and 5xx (default: 3)")
+    llm.add_argument("--confidence-threshold", type=float, default=0.3,
+                     help="minimum validated LLM analysis confidence for a chunk to be used (default: 0.3)")
+    llm.add_argument("--min-alignment", type=float, default=0.3,
+                     help="minimum keyword alignment of a generated paragraph with its sensor record (default: 0.3)")
+    llm.add_argument("--min-words", type=_positive, default=120, help="shortest accepted paragraph (default: 120)")
+    llm.add_argument("--max-words", type=_positive, default=300, help="longest accepted paragraph (default: 300)")
+    return parser
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .settings import PipelineSettings, chunk_bounds
+
+    min_chars, max_chars = chunk_bounds(args.chunk_chars, args.min_chunk_chars, args.max_chunk_chars)
+    if not min_chars <= args.chunk_chars <= max_chars:
+        print(f"error: need --min-chunk-chars ({min_chars}) <= --chunk-chars ({args.chunk_chars}) "
+              f"<= --max-chunk-chars ({max_chars})", file=sys.stderr)
+        return 2
+    settings = PipelineSettings(
+        input_dir=str(Path(args.input_dir).resolve()), output_dir=args.output_dir, mode=args.mode, seed=args.seed,
+        chunk_chars=args.chunk_chars, min_chunk_chars=min_chars, max_chunk_chars=max_chars,
+        min_confidence=args.min_confidence, num_examples=args.num_examples, max_files=args.max_files,
+        export_chunk_size=args.chunk_size, llm_confidence_threshold=args.confidence_threshold,
+        min_alignment=args.min_alignment, min_words=args.min_words, max_words=args.max_words,
+    )
+    home = ensure_dagster_home()
+    from dagster import DagsterInstance
+
+    from .definitions import build_definitions, ollama_from_env
+    from .ollama_resource import OllamaUnavailable
+    from .runner import Runner, select_files
+
+    ollama = ollama_from_env().model_copy(update={
+        k: v for k, v in {"host": args.ollama_host, "model": args.model, "parallel": args.parallel,
+                          "timeout_s": args.ollama_timeout, "max_retries": args.max_retries}.items()
+        if v is not None})
+    if args.mode != "simple":
+        try:
+            digest = ollama.check_ready()
+        except OllamaUnavailable as exc:
+            print(f"error: --mode {args.mode} needs an LLM: {exc}\nNothing was written.", file=sys.stderr)
+            return 1
+        print(f"llm: {ollama.model} ({digest[:12] or 'no digest'}) at {ollama.url}, {ollama.parallel} parallel")
+
+    try:
+        files, present = select_files(settings)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not files:
+        print(f"error: no .txt novels under {settings.input_dir}: expected Modernist_Novel/*.txt and "
+              "Travel_Novel/*.txt", file=sys.stderr)
+        return 2
+    batch = args.batch_size or (50 if args.mode == "simple" else 1)
+    print(f"llava-sensing: {len(files)} file(s) from {args.input_dir}, mode {args.mode}, seed {args.seed}, "
+          f"DAGSTER_HOME={home}")
+    with DagsterInstance.get() as instance:
+        runner = Runner(build_definitions(settings, ollama=ollama), instance, settings, batch_size=batch,
+                        verbose=args.verbose)
+        report = runner.run(files, present, force=args.force)
+    return print_summary(report, settings)
+
+
+def print_summary(report, settings) -> int:
+    import json
+
+    from .export import INDEX_NAME
+
+    out = Path(settings.output_dir)
+    print(f"\nfiles: {len(report.selected)} selected, {len(report.stale)} materialized "
+          f"({len(report.stale) - len(report.failures)} ok, {len(report.failures)} failed), "
+          f"{len(report.selected) - len(report.stale)} up to date; {report.runs} Dagster run(s) in {report.seconds:.1f} s")
+    if report.export_ok:
+        index = json.loads((out / "chunks" / INDEX_NAME).read_text(encoding="utf-8"))
+        chunks = sum(f["candidates"] for f in index["files"])
+        short = [f for f in index["files"] if f["shortfall"]]
+        print(f"examples: {index['total_examples']} of {index['requested_examples']} requested "
+              f"(from {chunks} usable chunks); {index['total_chunks']} chunk file(s) of {index['chunk_size']}")
+        for f in short:
+            print(f"  shortfall: {f['source_path']}: {f['exported']} of {f['quota']} ({f['shortfall_reason']})")
+        print(f"dataset: {out / (settings.mode + '_dataset.json')}\n"
+              f"chunks:  {out / 'chunks'}/novel_dataset_chunk_NNN.json\nindex:   {out / 'chunks' / INDEX_NAME}")
+    else:
+        print(f"export FAILED: {report.export_error}", file=sys.stderr)
+    if report.failures:
+        print(f"\n{len(report.failures)} file(s) failed (listed in the index as failed_files; fix them and re-run, "
+              f"only these will be redone):", file=sys.stderr)
+        for key, reason in sorted(report.failures.items()):
+            print(f"  {key}: {reason}", file=sys.stderr)
+    return 0 if report.export_ok and not report.failures else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "generate":
+        return cmd_generate(args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

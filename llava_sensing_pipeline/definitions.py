@@ -1,0 +1,54 @@
+"""The Dagster code location: assets, jobs, sensor, resources and the in-process executor.
+
+``dagster dev -w workspace.yaml`` loads ``defs``; its settings come from ``LLAVA_SENSING_*`` environment variables
+(:func:`~llava_sensing_pipeline.settings.settings_from_env`). The CLI builds its own with
+:func:`build_definitions` from its flags, over the same assets and the same ``DAGSTER_HOME``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, in_process_executor
+
+from .assets import ALL_ASSETS
+from .io_managers import PartitionedParquetIOManager
+from .jobs import export_job, per_file_job
+from .ollama_resource import DEFAULT_MODEL, OllamaResource
+from .partitions import novel_file_sensor
+from .settings import PipelineSettings, settings_from_env
+
+DEFAULT_STORAGE_DIR = "data/storage"
+DEFAULT_LLM_CACHE = "data/cache/llm_responses.sqlite"
+
+
+def ollama_from_env(env: dict[str, str] | None = None) -> OllamaResource:
+    """The Ollama resource from ``OLLAMA_HOST``, ``OLLAMA_NUM_PARALLEL`` and ``LLAVA_SENSING_MODEL``."""
+    env = os.environ if env is None else env
+    return OllamaResource(
+        host=env.get("OLLAMA_HOST") or None,
+        model=env.get("LLAVA_SENSING_MODEL") or DEFAULT_MODEL,
+        parallel=int(env.get("OLLAMA_NUM_PARALLEL") or 1),
+        cache_path=env.get("LLAVA_SENSING_LLM_CACHE") or DEFAULT_LLM_CACHE,
+    )
+
+
+def build_definitions(settings: PipelineSettings | None = None, storage_dir: str | None = None,
+                      ollama: OllamaResource | None = None) -> Definitions:
+    settings = settings or settings_from_env()
+    ollama = ollama or ollama_from_env()
+    storage_dir = storage_dir or os.environ.get("LLAVA_SENSING_STORAGE_DIR", DEFAULT_STORAGE_DIR)
+    return Definitions(
+        assets=ALL_ASSETS,
+        jobs=[per_file_job, export_job],
+        sensors=[novel_file_sensor],
+        resources={
+            "settings": settings,
+            "ollama": ollama,
+            "parquet_io_manager": PartitionedParquetIOManager(base_dir=storage_dir),
+        },
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions()

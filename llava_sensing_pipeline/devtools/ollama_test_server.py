@@ -1,0 +1,1049 @@
+"""Ollama-API-compatible HTTP server for DEVELOPMENT AND TESTS ONLY (not for production).
+
+It speaks the subset of the Ollama REST API that the ``ollama`` Python client (0.6.x) uses, so the
+client works against it unchanged:
+
+- ``GET /`` and ``HEAD /`` ("Ollama is running"), ``GET /api/version``, ``GET /api/tags``,
+  ``POST /api/show``, ``GET /api/ps``, ``POST /api/pull`` (no-op success for the served model,
+  HTTP 404 for any other), ``POST /api/generate`` and ``POST /api/chat`` with ``format``
+  (``"json"`` or a JSON-schema object), ``options`` (temperature, num_predict, seed, top_p, top_k,
+  min_p, typical_p, repeat_penalty, repeat_last_n, presence_penalty, frequency_penalty, stop),
+  ``system``, ``raw``, ``keep_alive`` (accepted, ignored: the model stays loaded) and
+  ``stream`` true (NDJSON, chunked) or false (one JSON object).
+- An empty generate prompt (and no system) or an empty chat message list answers
+  ``done_reason: "load"`` like Ollama's preload call. Images are rejected (text-only model);
+  ``think``, ``tools``, ``context``, ``template`` and ``suffix`` are ignored.
+- Unknown models answer HTTP 404 ``{"error": "model \\"x\\" not found, try pulling it first"}``.
+  A name without a tag means ``:latest``; names compare case-insensitively.
+
+Backends:
+
+- ``"llama"``: a real GGUF model (default: SmolLM2-135M-Instruct from ``ensure_test_model()``) run
+  by ``xllamacpp`` with ``parallel`` slots of ``ctx_per_slot`` tokens each, so concurrent requests
+  are batched together. Both endpoints apply the model's chat template (``/api/generate`` wraps
+  the prompt as a user message, ``system`` as a system message) unless ``raw`` is true. Sampling
+  defaults follow Ollama (temperature 0.8, top_k 40, top_p 0.9, min_p 0, repeat_penalty 1.1,
+  repeat_last_n 64). With a fixed seed the output is reproducible on CPU, also under concurrency.
+  xllamacpp also opens its own llama.cpp HTTP listener on a random loopback port; it is unused.
+- ``"scripted"``: no model. Replies come from a script: a callable ``GenerationRequest -> str``,
+  an iterable of reply strings consumed in order (an HTTP 500 once exhausted), or one string
+  returned every time. Without a script each reply echoes the last message. Replies are split
+  into whitespace-delimited "tokens" for streaming, ``num_predict`` and ``stop`` are applied.
+
+Test hooks (Python API and HTTP control endpoints, which are not counted in the stats):
+
+- ``latency`` seconds are slept at the start of each generate/chat request, without any lock
+  held, so N concurrent requests with latency L take about L, not N*L.
+- Faults, ``POST /_test/faults`` with ``{"kind": ..., "count": 1, "path": null, "seconds": null,
+  "content": null}``, apply to the next ``count`` requests whose path equals ``path`` (default:
+  ``/api/generate`` and ``/api/chat``): ``timeout`` waits ``seconds`` (default ``fault_timeout_s``,
+  cut short by ``stop()``) and then answers normally; ``garbage`` answers 200 whose generated
+  content is ``content`` (default: truncated JSON, unparseable); ``http500`` answers 500 with an
+  Ollama-style error body; ``disconnect`` closes the socket without a response.
+  ``GET /_test/faults`` lists pending faults.
+- ``GET /_test/stats``: requests per path, generate/chat counts, per-model counts (generate and
+  chat, by requested name), current and maximum concurrent in-flight requests, faults served,
+  pending faults. ``POST /_test/reset`` zeroes the counters and clears pending faults.
+- ``POST /_test/script`` with ``{"replies": [...]}`` queues replies (scripted backend only).
+
+CLI::
+
+    python -m llava_sensing_pipeline.devtools.ollama_test_server --port 11434 \\
+        --model-name smollm2:135m [--model-path PATH] [--parallel 2] [--latency 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import signal
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal
+
+from llava_sensing_pipeline.devtools.test_model import ensure_test_model, sha256_of_file
+
+DEFAULT_MODEL_NAME = "smollm2:135m"
+OLLAMA_API_VERSION = "0.12.0"
+DEFAULT_PARALLEL = 2
+DEFAULT_CTX_PER_SLOT = 2048
+DEFAULT_FAULT_TIMEOUT_S = 30.0
+KEEP_ALIVE_S = 300
+FAULT_KINDS = ("timeout", "garbage", "http500", "disconnect")
+GENERATION_PATHS = ("/api/generate", "/api/chat")
+DEFAULT_GARBAGE_CONTENT = '{"reply": "this JSON was cut off mid-str'
+OLLAMA_DEFAULT_OPTIONS: Mapping[str, Any] = {
+    "temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0,
+    "repeat_penalty": 1.1, "repeat_last_n": 64,
+}
+OPTION_TO_ENGINE: Mapping[str, str] = {
+    "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
+    "typical_p": "typical_p", "repeat_penalty": "repeat_penalty", "repeat_last_n": "repeat_last_n",
+    "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+    "seed": "seed", "num_predict": "n_predict", "stop": "stop",
+}
+_TOKEN_PATTERN = re.compile(r"\S+\s*|\s+")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Static description of the served model, reported by /api/tags, /api/show and /api/ps."""
+
+    family: str
+    parameter_size: str
+    quantization_level: str
+    license: str
+    format: str = "gguf"
+
+
+SMOLLM2_135M_INFO = ModelInfo(
+    family="llama", parameter_size="135M", quantization_level="Q4_1", license="Apache-2.0"
+)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A parsed /api/generate or /api/chat request, as given to backends and scripts."""
+
+    endpoint: Literal["generate", "chat"]
+    model: str
+    messages: tuple[Mapping[str, str], ...]
+    prompt: str | None
+    format: str | Mapping[str, Any] | None
+    options: Mapping[str, Any]
+
+    @property
+    def raw(self) -> bool:
+        """True for ``/api/generate`` with ``raw: true``: ``prompt`` is used without template."""
+        return self.prompt is not None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Why and how a generation ended (Ollama's final-line statistics)."""
+
+    done_reason: str
+    prompt_eval_count: int
+    prompt_eval_duration_ns: int
+    eval_count: int
+    eval_duration_ns: int
+
+
+@dataclass
+class FaultSpec:
+    """A pending injected fault; ``path`` None matches /api/generate and /api/chat."""
+
+    kind: str
+    count: int = 1
+    path: str | None = None
+    seconds: float | None = None
+    content: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; use one of {', '.join(FAULT_KINDS)}")
+        if not isinstance(self.count, int) or self.count < 1:
+            raise ValueError(f"fault count must be a positive integer, got {self.count!r}")
+        if self.path is not None and not str(self.path).startswith("/"):
+            raise ValueError(f"fault path must start with '/', got {self.path!r}")
+        if self.seconds is not None and (not isinstance(self.seconds, (int, float)) or self.seconds < 0):
+            raise ValueError(f"fault seconds must be a non-negative number, got {self.seconds!r}")
+
+    def matches(self, path: str) -> bool:
+        """Whether this fault applies to a request for ``path``."""
+        return path == self.path if self.path is not None else path in GENERATION_PATHS
+
+
+class RequestError(Exception):
+    """A request the server answers with an HTTP error and an Ollama-style ``{"error": ...}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class GenerationCancelled(Exception):
+    """Generation stopped because the client went away or the server is stopping."""
+
+
+Script = Callable[[GenerationRequest], str] | Iterable[str] | str
+OnPiece = Callable[[str], bool]
+
+
+def normalize_model_name(name: str) -> str:
+    """Compare key for model names: case-folded, ``:latest`` added when no tag is given."""
+    folded = name.strip().casefold()
+    return folded if ":" in folded.rsplit("/", 1)[-1] else f"{folded}:latest"
+
+
+def display_model_name(name: str) -> str:
+    """Listing name as Ollama shows it: ``:latest`` added when no tag is given."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """RFC 3339 UTC timestamp like Ollama's ``created_at``."""
+    return (moment or datetime.now(timezone.utc)).isoformat().replace("+00:00", "Z")
+
+
+def not_found_message(model: str) -> str:
+    """Ollama's message for a model that is not available."""
+    return f'model "{model}" not found, try pulling it first'
+
+
+def _require_type(body: Mapping[str, Any], key: str, kinds: type | tuple[type, ...], name: str) -> Any:
+    value = body.get(key)
+    if value is not None and not isinstance(value, kinds):
+        raise RequestError(400, f"invalid {key}: expected {name}")
+    return value
+
+
+def parse_generation_request(endpoint: Literal["generate", "chat"], body: Mapping[str, Any]) -> GenerationRequest:
+    """Validate an Ollama generate/chat body; raises ``RequestError`` (400) when malformed."""
+    model = body.get("model") or body.get("name")
+    if not isinstance(model, str) or not model.strip():
+        raise RequestError(400, "model is required")
+    options = _require_type(body, "options", dict, "an object") or {}
+    fmt = body.get("format")
+    if fmt == "":
+        fmt = None
+    if fmt is not None and fmt != "json" and not isinstance(fmt, dict):
+        raise RequestError(400, 'invalid format: expected "json" or a JSON schema')
+    if endpoint == "generate":
+        prompt = _require_type(body, "prompt", str, "a string") or ""
+        system = _require_type(body, "system", str, "a string") or ""
+        if body.get("images"):
+            raise RequestError(400, f'"{model}" is a text-only model in this test server; remove "images"')
+        if body.get("raw"):
+            return GenerationRequest(endpoint, model, (), prompt, fmt, options)
+        messages = [{"role": "system", "content": system}] if system else []
+        messages += [{"role": "user", "content": prompt}] if prompt else []
+        return GenerationRequest(endpoint, model, tuple(messages), None, fmt, options)
+    raw_messages = _require_type(body, "messages", list, "a list of messages") or []
+    messages = []
+    for message in raw_messages:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise RequestError(400, "invalid message: expected an object with a string 'role'")
+        if message.get("images"):
+            raise RequestError(400, f'"{model}" is a text-only model in this test server; remove "images"')
+        content = message.get("content") or ""
+        if not isinstance(content, str):
+            raise RequestError(400, "invalid message content: expected a string")
+        messages.append({"role": message["role"], "content": content})
+    return GenerationRequest(endpoint, model, tuple(messages), None, fmt, options)
+
+
+def is_load_request(request: GenerationRequest) -> bool:
+    """Ollama answers ``done_reason: "load"`` without generating for empty input."""
+    return not request.messages and not request.prompt
+
+
+def engine_request(request: GenerationRequest) -> dict[str, Any]:
+    """Translate a generation request to an xllamacpp (llama.cpp server) streaming request body."""
+    options = {**OLLAMA_DEFAULT_OPTIONS, **request.options}
+    body: dict[str, Any] = {"stream": True}
+    for ollama_key, engine_key in OPTION_TO_ENGINE.items():
+        if options.get(ollama_key) is not None:
+            body[engine_key] = options[ollama_key]
+    if isinstance(body.get("n_predict"), int) and body["n_predict"] < 0:
+        body["n_predict"] = -1
+    if isinstance(body.get("seed"), int) and body["seed"] < 0:
+        del body["seed"]
+    if isinstance(body.get("stop"), str):
+        body["stop"] = [body["stop"]]
+    schema = {} if request.format == "json" else request.format
+    if request.raw:
+        body["prompt"] = request.prompt
+        if schema is not None:
+            body["json_schema"] = schema
+    else:
+        body["messages"] = [dict(message) for message in request.messages]
+        if request.format == "json":
+            body["response_format"] = {"type": "json_object"}
+        elif schema is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
+    return body
+
+
+def emit_text(text: str, request: GenerationRequest, on_piece: OnPiece) -> GenerationResult:
+    """Stream a fixed reply as whitespace-delimited pieces, honouring ``stop`` and ``num_predict``."""
+    started = time.perf_counter_ns()
+    done_reason = "stop"
+    stops = request.options.get("stop") or []
+    for stop in [stops] if isinstance(stops, str) else stops:
+        if stop and stop in text:
+            text = text[: text.index(stop)]
+    pieces = _TOKEN_PATTERN.findall(text)
+    limit = request.options.get("num_predict")
+    if isinstance(limit, int) and 0 <= limit < len(pieces):
+        pieces, done_reason = pieces[:limit], "length"
+    for piece in pieces:
+        if not on_piece(piece):
+            raise GenerationCancelled()
+    prompt_tokens = sum(len(m["content"].split()) for m in request.messages) + len((request.prompt or "").split())
+    return GenerationResult(done_reason, prompt_tokens, 0, len(pieces), time.perf_counter_ns() - started)
+
+
+class _EngineStream:
+    """Collects xllamacpp streaming callbacks; forwards text pieces to ``on_piece``."""
+
+    def __init__(self, on_piece: OnPiece, raw: bool) -> None:
+        self.on_piece = on_piece
+        self.raw = raw
+        self.error: Any = None
+        self.cancelled = False
+        self.finish_reason: str | None = None
+        self.timings: Mapping[str, Any] = {}
+
+    def callback(self, chunk: Mapping[str, Any]) -> bool:
+        """xllamacpp callback: returns True to stop the generation."""
+        if "error" in chunk:
+            self.error = chunk["error"]
+            return True
+        self.timings = chunk.get("timings") or self.timings
+        for choice in chunk.get("choices") or []:
+            text = choice.get("text") if self.raw else (choice.get("delta") or {}).get("content")
+            if text and not self.on_piece(text):
+                self.cancelled = True
+                return True
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        return False
+
+    def result(self) -> GenerationResult:
+        """The final statistics, or the engine's error / the cancellation as an exception."""
+        if self.cancelled:
+            raise GenerationCancelled()
+        if self.error is not None:
+            error = self.error if isinstance(self.error, dict) else {"message": str(self.error)}
+            raise RequestError(int(error.get("code") or 500), str(error.get("message") or error))
+        timings = self.timings
+        return GenerationResult(
+            done_reason=self.finish_reason or "stop",
+            prompt_eval_count=int(timings.get("cache_n", 0)) + int(timings.get("prompt_n", 0)),
+            prompt_eval_duration_ns=int(float(timings.get("prompt_ms", 0.0)) * 1e6),
+            eval_count=int(timings.get("predicted_n", 0)),
+            eval_duration_ns=int(float(timings.get("predicted_ms", 0.0)) * 1e6),
+        )
+
+
+class LlamaBackend:
+    """Real generation with xllamacpp: ``parallel`` slots of ``ctx_per_slot`` tokens each."""
+
+    def __init__(self, model_path: Path, parallel: int, ctx_per_slot: int) -> None:
+        import xllamacpp
+
+        if not model_path.is_file():
+            raise FileNotFoundError(
+                f"Model file {model_path} does not exist; pass an existing GGUF path or omit it "
+                "to use ensure_test_model()."
+            )
+        params = xllamacpp.CommonParams()
+        params.model.path = str(model_path)
+        params.n_parallel = parallel
+        params.n_ctx = parallel * ctx_per_slot
+        params.ctx_shift = False
+        params.verbosity = -1
+        self._engine: Any = xllamacpp.Server(params)
+
+    def generate(self, request: GenerationRequest, on_piece: OnPiece) -> GenerationResult:
+        """Run one generation, streaming pieces to ``on_piece`` (return False to cancel)."""
+        engine = self._engine
+        if engine is None:
+            raise GenerationCancelled()
+        stream = _EngineStream(on_piece, request.raw)
+        handle = engine.handle_completions if request.raw else engine.handle_chat_completions
+        try:
+            handle(engine_request(request), stream.callback)
+        except ValueError as exc:
+            raise RequestError(400, str(exc)) from exc
+        return stream.result()
+
+    def close(self) -> None:
+        """Release the engine (in-flight calls keep their own reference until they return)."""
+        self._engine = None
+
+
+class ScriptedBackend:
+    """Canned replies for fast deterministic tests; see the module docstring for script forms."""
+
+    def __init__(self, script: Script | None = None) -> None:
+        self._lock = threading.Lock()
+        self._reply_for: Callable[[GenerationRequest], str] = self._echo
+        self._queue: deque[str] = deque()
+        self.set_script(script)
+
+    @staticmethod
+    def _echo(request: GenerationRequest) -> str:
+        last = request.messages[-1]["content"] if request.messages else request.prompt or ""
+        return f"Scripted reply to: {last}"
+
+    def _next_queued(self, request: GenerationRequest) -> str:
+        with self._lock:
+            if not self._queue:
+                raise RequestError(
+                    500,
+                    f"scripted backend has no replies left for {request.endpoint} request; queue more "
+                    "with OllamaTestServer.set_script() or POST /_test/script",
+                )
+            return self._queue.popleft()
+
+    def set_script(self, script: Script | None) -> None:
+        """Replace the script: None (echo), a callable, a constant string or an iterable of replies."""
+        with self._lock:
+            if script is None:
+                self._reply_for = self._echo
+            elif isinstance(script, str):
+                self._reply_for = lambda _request: script
+            elif callable(script):
+                self._reply_for = script
+            else:
+                replies = list(script)
+                if not all(isinstance(reply, str) for reply in replies):
+                    raise TypeError("scripted replies must be strings")
+                self._queue = deque(replies)
+                self._reply_for = self._next_queued
+
+    def generate(self, request: GenerationRequest, on_piece: OnPiece) -> GenerationResult:
+        """Emit the scripted reply for ``request``."""
+        try:
+            reply = self._reply_for(request)
+        except RequestError:
+            raise
+        except Exception as exc:
+            raise RequestError(500, f"scripted reply function failed: {exc!r}") from exc
+        if not isinstance(reply, str):
+            raise RequestError(500, f"scripted reply must be a string, got {type(reply).__name__}")
+        return emit_text(reply, request, on_piece)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _Stats:
+    """Thread-safe request counters (the lock is only held for bookkeeping)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self.in_flight = 0
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests_by_path: Counter[str] = Counter()
+            self.endpoint_counts: Counter[str] = Counter()
+            self.models: Counter[str] = Counter()
+            self.faults_served: Counter[str] = Counter()
+            self.max_in_flight = self.in_flight
+
+    def begin(self, path: str) -> None:
+        with self._lock:
+            self.requests_by_path[path] += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def end(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self._idle.notify_all()
+
+    def count(self, counter: str, key: str) -> None:
+        with self._lock:
+            getattr(self, counter)[key] += 1
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._lock:
+            return self._idle.wait_for(lambda: self.in_flight == 0, timeout)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests_by_path": dict(sorted(self.requests_by_path.items())),
+                "generate": self.endpoint_counts["generate"],
+                "chat": self.endpoint_counts["chat"],
+                "models": dict(sorted(self.models.items())),
+                "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
+                "faults_served": dict(sorted(self.faults_served.items())),
+            }
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """Threaded HTTP server that remembers open connections so ``stop()`` can close them."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], app: OllamaTestServer) -> None:
+        self.app = app
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Shut down every open client connection (keep-alive ones included)."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes requests to ``OllamaTestServer`` methods."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "ollama-test-server"
+    server: _HTTPServer
+
+    ROUTES: Mapping[str, Mapping[str, str]] = {
+        "/": {"GET": "root", "HEAD": "root"},
+        "/api/version": {"GET": "version"},
+        "/api/tags": {"GET": "tags"},
+        "/api/ps": {"GET": "ps"},
+        "/api/show": {"POST": "show"},
+        "/api/pull": {"POST": "pull"},
+        "/api/generate": {"POST": "generate"},
+        "/api/chat": {"POST": "chat"},
+        "/_test/stats": {"GET": "test_stats"},
+        "/_test/reset": {"POST": "test_reset"},
+        "/_test/faults": {"GET": "test_faults", "POST": "test_faults"},
+        "/_test/script": {"POST": "test_script"},
+    }
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.app.log_requests:
+            super().log_message(format, *args)
+
+    def _dispatch(self) -> None:
+        app = self.server.app
+        path = self.path.split("?", 1)[0]
+        counted = not path.startswith("/_test/")
+        if counted:
+            app._stats.begin(path)
+        try:
+            try:
+                methods = self.ROUTES.get(path)
+                if methods is None:
+                    self.send_text(404, "404 page not found")
+                elif self.command not in methods:
+                    self.send_json(405, {"error": "method not allowed"})
+                else:
+                    getattr(app, f"handle_{methods[self.command]}")(self, path)
+            except RequestError as exc:
+                self.send_json(exc.status, {"error": exc.message})
+        except (GenerationCancelled, OSError):
+            self.close_connection = True
+        finally:
+            if counted:
+                app._stats.end()
+
+    def read_json(self) -> dict[str, Any]:
+        """The request body as a JSON object (empty body: ``{}``)."""
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw.strip():
+            return {}
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RequestError(400, f"invalid JSON body: {exc}") from exc
+        if not isinstance(body, dict):
+            raise RequestError(400, "invalid JSON body: expected an object")
+        return body
+
+    def send_bytes(self, status: int, payload: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def send_json(self, status: int, body: Any) -> None:
+        self.send_bytes(status, json.dumps(body).encode(), "application/json; charset=utf-8")
+
+    def send_text(self, status: int, text: str) -> None:
+        self.send_bytes(status, text.encode(), "text/plain; charset=utf-8")
+
+    def start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def write_line(self, body: Mapping[str, Any]) -> None:
+        data = json.dumps(body).encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def end_stream(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+
+
+class OllamaTestServer:
+    """Ollama-compatible server for development and tests (see the module docstring)."""
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        model_name: str = DEFAULT_MODEL_NAME,
+        backend: Literal["llama", "scripted"] = "llama",
+        script: Script | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        parallel: int = DEFAULT_PARALLEL,
+        ctx_per_slot: int = DEFAULT_CTX_PER_SLOT,
+        latency: float = 0.0,
+        fault_timeout_s: float = DEFAULT_FAULT_TIMEOUT_S,
+        model_info: ModelInfo = SMOLLM2_135M_INFO,
+        log_requests: bool = False,
+    ) -> None:
+        if backend not in ("llama", "scripted"):
+            raise ValueError(f"backend must be 'llama' or 'scripted', got {backend!r}")
+        if script is not None and backend != "scripted":
+            raise ValueError("a script is only used with backend='scripted'")
+        if parallel < 1 or ctx_per_slot < 64 or latency < 0 or fault_timeout_s < 0:
+            raise ValueError("need parallel >= 1, ctx_per_slot >= 64, latency >= 0, fault_timeout_s >= 0")
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.model_name = model_name
+        self.backend_kind = backend
+        self.host = host
+        self.port = port
+        self.parallel = parallel
+        self.ctx_per_slot = ctx_per_slot
+        self.latency = latency
+        self.fault_timeout_s = fault_timeout_s
+        self.model_info = model_info
+        self.log_requests = log_requests
+        self._stats = _Stats()
+        self._script = script
+        self._backend: LlamaBackend | ScriptedBackend | None = None
+        self._faults: list[FaultSpec] = []
+        self._faults_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._digest = ""
+        self._size = 0
+        self._modified_at = datetime.now(timezone.utc)
+        self._last_used = time.time()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> OllamaTestServer:
+        """Load the backend, bind ``host:port`` (0 = a free port) and serve in a daemon thread."""
+        if self._httpd is not None:
+            raise RuntimeError(f"OllamaTestServer is already running at {self.url}")
+        if self.backend_kind == "llama":
+            self.model_path = self.model_path or ensure_test_model()
+            self._backend = LlamaBackend(self.model_path, self.parallel, self.ctx_per_slot)
+        else:
+            self._backend = ScriptedBackend(self._script)
+        if self.model_path is not None and self.model_path.is_file():
+            self._digest = sha256_of_file(self.model_path)
+            self._size = self.model_path.stat().st_size
+            self._modified_at = datetime.fromtimestamp(self.model_path.stat().st_mtime, timezone.utc)
+        else:
+            self._digest = hashlib.sha256(f"scripted:{self.model_name}".encode()).hexdigest()
+        try:
+            self._httpd = _HTTPServer((self.host, self.port), self)
+        except OSError as exc:
+            self._backend.close()
+            self._backend = None
+            raise RuntimeError(
+                f"Cannot listen on {self.host}:{self.port}: {exc}. Choose another port (0 picks a free one) "
+                "or stop the process using it."
+            ) from exc
+        self.port = self._httpd.server_address[1]
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+            name=f"ollama-test-server-{self.port}", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, drain_timeout_s: float = 30.0) -> None:
+        """Stop serving: refuse new connections, close open ones, cancel waits and generations."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._stopping.set()
+        httpd.shutdown()
+        httpd.server_close()
+        httpd.close_connections()
+        self._stats.wait_idle(drain_timeout_s)
+        if self._backend is not None:
+            self._backend.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> OllamaTestServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:43123`` (for ``ollama.Client(host=...)``)."""
+        if self._httpd is None:
+            raise RuntimeError("OllamaTestServer is not running; call start() first")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop()`` has begun: waits end early and generations are cancelled."""
+        return self._stopping.is_set()
+
+    @property
+    def digest(self) -> str:
+        """sha256 hex digest reported for the model (of the GGUF file when there is one)."""
+        return self._digest
+
+    # ----------------------------------------------------------------- test hooks
+
+    def stats(self) -> dict[str, Any]:
+        """Counters (see the module docstring) plus ``pending_faults``."""
+        return {**self._stats.snapshot(), "pending_faults": self.pending_faults()}
+
+    def reset(self) -> None:
+        """Zero the counters and clear pending faults."""
+        self._stats.reset()
+        with self._faults_lock:
+            self._faults.clear()
+
+    def inject_fault(
+        self, kind: str, count: int = 1, path: str | None = None,
+        seconds: float | None = None, content: str | None = None,
+    ) -> None:
+        """Make the next ``count`` matching requests fail with ``kind`` (see the module docstring)."""
+        spec = FaultSpec(kind, count, path, seconds, content)
+        with self._faults_lock:
+            self._faults.append(spec)
+
+    def pending_faults(self) -> list[dict[str, Any]]:
+        """Faults not yet served, in injection order."""
+        with self._faults_lock:
+            return [asdict(spec) for spec in self._faults]
+
+    def set_script(self, script: Script | None) -> None:
+        """Replace the scripted backend's replies (scripted backend only)."""
+        if self.backend_kind != "scripted":
+            raise RuntimeError("set_script() needs backend='scripted'")
+        self._script = script
+        if isinstance(self._backend, ScriptedBackend):
+            self._backend.set_script(script)
+
+    def serves(self, model: str) -> bool:
+        """Whether ``model`` names the served model (``:latest`` implied, case-insensitive)."""
+        return normalize_model_name(model) == normalize_model_name(self.model_name)
+
+    def _take_fault(self, path: str) -> FaultSpec | None:
+        with self._faults_lock:
+            for spec in self._faults:
+                if spec.matches(path):
+                    spec.count -= 1
+                    if spec.count == 0:
+                        self._faults.remove(spec)
+                    served = FaultSpec(spec.kind, 1, spec.path, spec.seconds, spec.content)
+                    break
+            else:
+                return None
+        self._stats.count("faults_served", served.kind)
+        return served
+
+    # ----------------------------------------------------------------- model description
+
+    def _details(self) -> dict[str, Any]:
+        info = self.model_info
+        return {
+            "parent_model": "", "format": info.format, "family": info.family, "families": [info.family],
+            "parameter_size": info.parameter_size, "quantization_level": info.quantization_level,
+        }
+
+    def _model_entry(self) -> dict[str, Any]:
+        name = display_model_name(self.model_name)
+        return {
+            "name": name, "model": name, "modified_at": utc_timestamp(self._modified_at),
+            "size": self._size, "digest": self._digest, "details": self._details(),
+        }
+
+    # ----------------------------------------------------------------- API handlers
+
+    def handle_root(self, handler: _Handler, path: str) -> None:
+        handler.send_text(200, "Ollama is running")
+
+    def handle_version(self, handler: _Handler, path: str) -> None:
+        handler.send_json(200, {"version": OLLAMA_API_VERSION})
+
+    def handle_tags(self, handler: _Handler, path: str) -> None:
+        handler.send_json(200, {"models": [self._model_entry()]})
+
+    def handle_ps(self, handler: _Handler, path: str) -> None:
+        expires = datetime.fromtimestamp(self._last_used, timezone.utc) + timedelta(seconds=KEEP_ALIVE_S)
+        entry = {
+            **self._model_entry(), "expires_at": utc_timestamp(expires), "size_vram": 0,
+            "context_length": self.ctx_per_slot,
+        }
+        del entry["modified_at"]
+        handler.send_json(200, {"models": [entry]})
+
+    def _requested_model(self, body: Mapping[str, Any]) -> str:
+        model = body.get("model") or body.get("name")
+        if not isinstance(model, str) or not model.strip():
+            raise RequestError(400, "model is required")
+        return model
+
+    def handle_show(self, handler: _Handler, path: str) -> None:
+        model = self._requested_model(handler.read_json())
+        if not self.serves(model):
+            raise RequestError(404, not_found_message(model))
+        info = self.model_info
+        source = self.model_path if self.model_path is not None else "scripted backend (no model file)"
+        handler.send_json(200, {
+            "license": info.license,
+            "modelfile": f"# Served by ollama_test_server (development/test tool)\nFROM {source}\n",
+            "parameters": "\n".join(f"{key} {value}" for key, value in OLLAMA_DEFAULT_OPTIONS.items()),
+            "details": self._details(),
+            "model_info": {
+                "general.architecture": info.family,
+                "general.size_label": info.parameter_size,
+                "test_server.backend": self.backend_kind,
+                "test_server.parallel": self.parallel,
+                "test_server.context_length_per_slot": self.ctx_per_slot,
+            },
+            "capabilities": ["completion"],
+            "modified_at": utc_timestamp(self._modified_at),
+        })
+
+    def handle_pull(self, handler: _Handler, path: str) -> None:
+        body = handler.read_json()
+        model = self._requested_model(body)
+        if not self.serves(model):
+            raise RequestError(404, "pull model manifest: file does not exist")
+        if not body.get("stream", True):
+            handler.send_json(200, {"status": "success"})
+            return
+        handler.start_stream()
+        for line in (
+            {"status": "pulling manifest"},
+            {"status": f"pulling {self._digest[:12]}", "digest": f"sha256:{self._digest}",
+             "total": self._size, "completed": self._size},
+            {"status": "verifying sha256 digest"},
+            {"status": "writing manifest"},
+            {"status": "success"},
+        ):
+            handler.write_line(line)
+        handler.end_stream()
+
+    def handle_generate(self, handler: _Handler, path: str) -> None:
+        self._handle_generation(handler, path, "generate")
+
+    def handle_chat(self, handler: _Handler, path: str) -> None:
+        self._handle_generation(handler, path, "chat")
+
+    def handle_test_stats(self, handler: _Handler, path: str) -> None:
+        handler.send_json(200, self.stats())
+
+    def handle_test_reset(self, handler: _Handler, path: str) -> None:
+        handler.read_json()
+        self.reset()
+        handler.send_json(200, {"status": "ok"})
+
+    def handle_test_faults(self, handler: _Handler, path: str) -> None:
+        if handler.command == "POST":
+            body = handler.read_json()
+            unknown = sorted(set(body) - {"kind", "count", "path", "seconds", "content"})
+            if unknown:
+                raise RequestError(400, f"unknown fault fields: {', '.join(unknown)}")
+            try:
+                self.inject_fault(**body)
+            except (TypeError, ValueError) as exc:
+                raise RequestError(400, str(exc)) from exc
+        handler.send_json(200, {"pending": self.pending_faults()})
+
+    def handle_test_script(self, handler: _Handler, path: str) -> None:
+        replies = handler.read_json().get("replies")
+        if not isinstance(replies, list) or not all(isinstance(reply, str) for reply in replies):
+            raise RequestError(400, 'expected {"replies": [string, ...]}')
+        if self.backend_kind != "scripted":
+            raise RequestError(400, "this server runs a real model; start it with --backend scripted")
+        self.set_script(replies)
+        handler.send_json(200, {"queued": len(replies)})
+
+    # ----------------------------------------------------------------- generation
+
+    def _handle_generation(self, handler: _Handler, path: str, endpoint: Literal["generate", "chat"]) -> None:
+        started = time.perf_counter_ns()
+        body = handler.read_json()
+        self._stats.count("endpoint_counts", endpoint)
+        fault = self._take_fault(path)
+        if fault is not None and fault.kind == "http500":
+            raise RequestError(500, "llama runner process has terminated: injected test fault (http500)")
+        if fault is not None and fault.kind == "disconnect":
+            raise GenerationCancelled()
+        if fault is not None and fault.kind == "timeout":
+            seconds = self.fault_timeout_s if fault.seconds is None else fault.seconds
+            if self._stopping.wait(seconds):
+                raise GenerationCancelled()
+        request = parse_generation_request(endpoint, body)
+        self._stats.count("models", request.model)
+        if not self.serves(request.model):
+            raise RequestError(404, not_found_message(request.model))
+        if self.latency and self._stopping.wait(self.latency):
+            raise GenerationCancelled()
+        self._last_used = time.time()
+        if fault is not None and fault.kind == "garbage":
+            generate = partial(emit_text, DEFAULT_GARBAGE_CONTENT if fault.content is None else fault.content)
+        else:
+            generate = self._backend.generate
+        _GenerationReply(self, handler, request, started, stream=body.get("stream", True) is not False).run(generate)
+
+
+class _GenerationReply:
+    """Writes one generate/chat reply, streamed as NDJSON or as a single JSON object."""
+
+    def __init__(
+        self, app: OllamaTestServer, handler: _Handler, request: GenerationRequest, started_ns: int, stream: bool
+    ) -> None:
+        self.app = app
+        self.handler = handler
+        self.request = request
+        self.started_ns = started_ns
+        self.stream = stream
+        self.streaming = False
+        self.pieces: list[str] = []
+
+    def envelope(self, text: str, done: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.request.model, "created_at": utc_timestamp()}
+        if self.request.endpoint == "chat":
+            body["message"] = {"role": "assistant", "content": text}
+        else:
+            body["response"] = text
+        body["done"] = done
+        return body
+
+    def on_piece(self, text: str) -> bool:
+        if self.app.stopping:
+            return False
+        if not self.stream:
+            self.pieces.append(text)
+            return True
+        try:
+            if not self.streaming:
+                self.handler.start_stream()
+                self.streaming = True
+            self.handler.write_line(self.envelope(text, done=False))
+        except OSError:
+            return False
+        return True
+
+    def run(self, generate: Callable[[GenerationRequest, OnPiece], GenerationResult]) -> None:
+        if is_load_request(self.request):
+            final = {**self.envelope("", done=True), "done_reason": "load"}
+        else:
+            try:
+                result = generate(self.request, self.on_piece)
+            except RequestError as exc:
+                if not self.streaming:
+                    raise
+                self.handler.write_line({"error": exc.message})
+                self.handler.end_stream()
+                return
+            final = {
+                **self.envelope("" if self.stream else "".join(self.pieces), done=True),
+                "done_reason": result.done_reason,
+                "total_duration": time.perf_counter_ns() - self.started_ns,
+                "load_duration": 0,
+                "prompt_eval_count": result.prompt_eval_count,
+                "prompt_eval_duration": result.prompt_eval_duration_ns,
+                "eval_count": result.eval_count,
+                "eval_duration": result.eval_duration_ns,
+            }
+        if not self.stream:
+            self.handler.send_json(200, final)
+            return
+        if not self.streaming:
+            self.handler.start_stream()
+        self.handler.write_line(final)
+        self.handler.end_stream()
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """Command-line options of the test server."""
+    parser = argparse.ArgumentParser(
+        prog="python -m llava_sensing_pipeline.devtools.ollama_test_server",
+        description="Ollama-API-compatible server backed by a small local model. "
+                    "A development and test tool, not for production.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=11434)
+    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
+    parser.add_argument("--model-path", type=Path, default=None,
+                        help="GGUF file (default: the SmolLM2-135M test model, downloaded if needed)")
+    parser.add_argument("--backend", choices=("llama", "scripted"), default="llama")
+    parser.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL)
+    parser.add_argument("--ctx-per-slot", type=int, default=DEFAULT_CTX_PER_SLOT)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each generate/chat")
+    parser.add_argument("--fault-timeout", type=float, default=DEFAULT_FAULT_TIMEOUT_S,
+                        help="seconds a 'timeout' fault waits")
+    parser.add_argument("--quiet", action="store_true", help="do not log requests")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the server until Ctrl+C or SIGTERM."""
+    args = build_arg_parser().parse_args(argv)
+    server = OllamaTestServer(
+        args.model_path, model_name=args.model_name, backend=args.backend, host=args.host,
+        port=args.port, parallel=args.parallel, ctx_per_slot=args.ctx_per_slot, latency=args.latency,
+        fault_timeout_s=args.fault_timeout, log_requests=not args.quiet,
+    )
+    stop_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
+    server.start()
+    print(f"Ollama test server ({args.backend}, model {args.model_name}) listening on {server.url}", flush=True)
+    try:
+        stop_requested.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,448 @@
+"""Rule-based environment analysis of a text chunk (the fallback behind the LLM analyzer).
+
+A chunk is tokenised once into lower-case ASCII words (anything that is not a letter separates
+words, so "tea-time" is "tea" + "time" and "night's" is "night" + "s"). Each word is looked up in a
+lexicon built from the keyword tables below, expanded with simple inflections; a few multi-word
+phrases ("first light", "sea breeze") are found with small regexes and their words are not also
+counted on their own. Matching is therefore by whole word only: "afternoon" never matches "noon",
+"street" never matches "tree", "train" never matches "rain".
+
+Decision per field: count the hits (occurrences) of each label; the label with the most hits wins,
+ties go to the label that comes first in the field's vocabulary, and a field with no hit is
+"unknown". So "rain ... storm" is ``rain`` (rain comes first), "rain ... storm ... thunder" is
+``storm``. Negation ("there was no rain") is out of scope and counts as a hit; the only exception is
+the phrase "no wind", which is a cue for calm air.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+
+TEMPERATURE_HINTS: tuple[str, ...] = ("cold", "cool", "mild", "warm", "hot", "unknown")
+HUMIDITY_HINTS: tuple[str, ...] = ("dry", "moderate", "humid", "unknown")
+WEATHERS: tuple[str, ...] = ("clear", "cloudy", "rain", "snow", "fog", "windy", "storm", "unknown")
+TIMES_OF_DAY: tuple[str, ...] = ("dawn", "morning", "noon", "afternoon", "evening", "night", "unknown")
+LOCATIONS: tuple[str, ...] = (
+    "city_walking",
+    "forest_exploration",
+    "beach_walking",
+    "mountain_climbing",
+    "park_stroll",
+    "riverside_walking",
+    "field_crossing",
+    "sea_voyage",
+    "indoor",
+    "unknown",
+)
+MOVEMENTS: tuple[str, ...] = ("still", "walking", "active", "unknown")
+WIND_LEVELS: tuple[str, ...] = ("calm", "breeze", "strong", "unknown")
+
+ENV_FIELDS: tuple[str, ...] = (
+    "temperature_hint",
+    "humidity_hint",
+    "weather",
+    "time_of_day",
+    "location",
+    "movement",
+    "wind",
+)
+VOCABULARY: dict[str, tuple[str, ...]] = {
+    "temperature_hint": TEMPERATURE_HINTS,
+    "humidity_hint": HUMIDITY_HINTS,
+    "weather": WEATHERS,
+    "time_of_day": TIMES_OF_DAY,
+    "location": LOCATIONS,
+    "movement": MOVEMENTS,
+    "wind": WIND_LEVELS,
+}
+
+# Keyword tables: label -> words. A plain word also matches its inflections (see
+# ``inflections``); a word written "=word" matches only itself; an entry with a space is a phrase
+# (its words may be separated by any run of non-letters, e.g. "tea-time" matches "tea time").
+TEMPERATURE_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "cold": ("cold", "freeze", "=froze", "=frozen", "frost", "ice", "icicle", "chill", "frigid",
+             "winter", "=wintry", "shiver"),
+    "cool": ("cool", "brisk", "nippy", "crisp"),
+    "mild": ("mild", "temperate", "clement", "tepid", "lukewarm"),
+    "warm": ("warm", "warmth", "balmy", "summer"),
+    "hot": ("hot", "heat", "sultry", "swelter", "scorch", "torrid", "tropical", "sweat", "perspire"),
+}
+HUMIDITY_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "dry": ("dry", "arid", "parch", "=dusty", "drought"),
+    # "moderate" humidity has no cue in prose; only the LLM analyzer can report it.
+    "moderate": (),
+    "humid": ("humid", "humidity", "moist", "moisture", "damp", "dank", "muggy", "clammy", "=steamy",
+              "sodden", "soggy", "dew", "wet", "drench", "soak"),
+}
+WEATHER_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "clear": ("sun", "sunshine", "sunlight", "sunlit", "sunbeam", "cloudless", "clear sky", "blue sky"),
+    "cloudy": ("cloud", "overcast", "grey sky", "gray sky"),
+    "rain": ("rain", "drizzle", "downpour", "raindrop", "rainfall", "rainwater", "shower", "umbrella"),
+    "snow": ("snow", "snowflake", "snowfall", "snowdrift", "blizzard", "sleet"),
+    "fog": ("fog", "mist", "haze", "murk"),
+    "windy": ("wind", "gale", "gust", "blustery", "windswept", "strong wind", "high wind"),
+    "storm": ("storm", "thunder", "lightning", "tempest", "hurricane", "squall", "typhoon", "cyclone",
+              "thunderstorm"),
+}
+TIME_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "dawn": ("dawn", "daybreak", "sunrise", "cockcrow", "first light", "break of day"),
+    "morning": ("morning", "=morn", "forenoon", "breakfast"),
+    "noon": ("noon", "midday", "noonday", "noontide", "lunch", "luncheon"),
+    "afternoon": ("afternoon", "teatime", "tea time"),
+    "evening": ("evening", "dusk", "twilight", "sunset", "sundown", "nightfall", "supper", "gloaming"),
+    "night": ("night", "=nightly", "midnight", "nighttime", "moon", "moonlight", "moonlit", "starlight",
+              "starlit", "=starry"),
+}
+LOCATION_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "city_walking": ("street", "avenue", "boulevard", "city", "town", "pavement", "sidewalk", "alley",
+                     "market", "shop", "traffic", "omnibus", "tram", "plaza", "piazza", "lamppost"),
+    "forest_exploration": ("forest", "=woods", "woodland", "tree", "grove", "pine", "thicket",
+                           "undergrowth", "jungle", "copse", "glade"),
+    "beach_walking": ("beach", "shore", "sand", "coast", "surf", "dune", "seaside", "seashore", "pebble",
+                      "seaweed"),
+    "mountain_climbing": ("mountain", "hill", "hillside", "climb", "peak", "summit", "slope", "ridge",
+                          "crag", "cliff", "glacier", "ascent", "ascend", "precipice", "boulder", "canyon"),
+    "park_stroll": ("park", "garden", "lawn", "hedge", "shrubbery", "flowerbed", "pond"),
+    "riverside_walking": ("river", "riverside", "riverbank", "stream", "creek", "brook", "canal",
+                          "rivulet", "towpath", "weir"),
+    "field_crossing": ("field", "meadow", "pasture", "heath", "moor", "moorland", "prairie", "farmland",
+                       "cornfield", "hayfield", "furrow"),
+    "sea_voyage": ("sea", "ocean", "ship", "deck", "sail", "voyage", "cabin", "mast", "boat", "vessel",
+                   "steamer", "helm", "hull", "anchor", "crew", "rigging", "keel", "tiller", "starboard",
+                   "schooner", "yacht", "sloop", "aboard"),
+    "indoor": ("room", "indoors", "parlour", "parlor", "kitchen", "hall", "hallway", "library", "chamber",
+               "staircase", "stair", "corridor", "bedroom", "ceiling", "fireplace", "hearth", "mantelpiece",
+               "sofa", "armchair", "chair", "carpet", "curtain", "wallpaper", "cellar", "attic", "upstairs",
+               "downstairs"),
+}
+MOVEMENT_KEYWORDS: dict[str, tuple[str, ...]] = {
+    # "still" and "rest" are left out on purpose: "still" is mostly the adverb and "rest" mostly
+    # "the rest of"; their unambiguous forms are listed instead.
+    "still": ("sit", "=sat", "seated", "stand", "=stood", "motionless", "stationary", "=rested",
+              "=resting", "pause", "linger", "wait", "idle", "recline", "lounge"),
+    "walking": ("walk", "stroll", "step", "stride", "=strode", "wander", "saunter", "amble", "tramp",
+                "hike", "trudge", "footstep", "ramble", "trek", "pace"),
+    "active": ("run", "=ran", "sprint", "rush", "dash", "=raced", "=racing", "gallop", "leap", "=leapt",
+               "jump", "scramble", "clamber", "climb", "hurry", "swim", "=swam", "paddle", "chase"),
+}
+WIND_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "calm": ("=calm", "windless", "becalmed", "still air", "dead calm", "no wind"),
+    "breeze": ("breeze", "zephyr", "wind", "light wind", "gentle wind", "soft wind", "sea breeze"),
+    "strong": ("gale", "gust", "storm", "hurricane", "tempest", "squall", "typhoon", "cyclone", "whirlwind",
+               "windstorm", "blustery", "strong wind", "high wind"),
+}
+KEYWORDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "temperature_hint": TEMPERATURE_KEYWORDS,
+    "humidity_hint": HUMIDITY_KEYWORDS,
+    "weather": WEATHER_KEYWORDS,
+    "time_of_day": TIME_KEYWORDS,
+    "location": LOCATION_KEYWORDS,
+    "movement": MOVEMENT_KEYWORDS,
+    "wind": WIND_KEYWORDS,
+}
+
+# Generated inflections that are different words in practice ("mast" -> "master", "wind" ->
+# "winding", "park" -> "parking"); they are never matched unless listed as keywords themselves.
+EXCLUDED_INFLECTIONS: frozenset[str] = frozenset({
+    "master", "masters", "winding", "winded", "winder", "winders", "parked", "parking", "parker",
+    "parkers", "waiter", "waiters", "mister", "misters", "steamer", "steamers", "streamer",
+    "streamers", "dashing", "pined", "pining", "shored", "shoring", "peaked", "peaky", "hedged",
+    "hedging", "brooked", "moored", "mooring", "furrowed", "decked", "dusky", "icing", "sander",
+    "sanders", "ponder", "ponders", "keeled", "keeling", "jumper", "jumpers", "idly",
+})
+
+# Synonyms accepted by ``validate_labels`` (after lower-casing, with spaces/hyphens as "_").
+LABEL_SYNONYMS: dict[str, dict[str, str]] = {
+    "temperature_hint": {
+        "freezing": "cold", "icy": "cold", "frosty": "cold", "chilly": "cool", "crisp": "cool",
+        "temperate": "mild", "pleasant": "mild", "balmy": "warm", "scorching": "hot", "sweltering": "hot",
+    },
+    "humidity_hint": {
+        "arid": "dry", "normal": "moderate", "medium": "moderate", "damp": "humid", "moist": "humid",
+        "muggy": "humid", "wet": "humid",
+    },
+    "weather": {
+        "sunny": "clear", "fair": "clear", "bright": "clear", "cloudless": "clear", "overcast": "cloudy",
+        "partly_cloudy": "cloudy", "clouds": "cloudy", "rainy": "rain", "raining": "rain",
+        "drizzle": "rain", "showers": "rain", "shower": "rain", "snowy": "snow", "snowing": "snow",
+        "blizzard": "snow", "sleet": "snow", "foggy": "fog", "misty": "fog", "mist": "fog",
+        "hazy": "fog", "haze": "fog", "wind": "windy", "breezy": "windy", "gusty": "windy",
+        "stormy": "storm", "thunderstorm": "storm", "thunder": "storm",
+    },
+    "time_of_day": {
+        "daybreak": "dawn", "sunrise": "dawn", "early_morning": "morning", "forenoon": "morning",
+        "midday": "noon", "lunchtime": "noon", "late_afternoon": "afternoon", "dusk": "evening",
+        "twilight": "evening", "sunset": "evening", "midnight": "night", "nighttime": "night",
+        "late_night": "night",
+    },
+    "location": {
+        "indoors": "indoor", "inside": "indoor", "city": "city_walking", "street": "city_walking",
+        "town": "city_walking", "forest": "forest_exploration", "woods": "forest_exploration",
+        "beach": "beach_walking", "shore": "beach_walking", "coast": "beach_walking",
+        "mountain": "mountain_climbing", "mountains": "mountain_climbing", "park": "park_stroll",
+        "garden": "park_stroll", "river": "riverside_walking", "riverside": "riverside_walking",
+        "field": "field_crossing", "meadow": "field_crossing", "sea": "sea_voyage",
+        "at_sea": "sea_voyage", "ship": "sea_voyage", "boat": "sea_voyage",
+    },
+    "movement": {
+        "stationary": "still", "sitting": "still", "standing": "still", "resting": "still",
+        "walk": "walking", "strolling": "walking", "hiking": "walking", "running": "active",
+        "run": "active", "jogging": "active", "climbing": "active", "swimming": "active",
+    },
+    "wind": {
+        "none": "calm", "still": "calm", "windless": "calm", "light": "breeze", "gentle": "breeze",
+        "breezy": "breeze", "moderate": "breeze", "windy": "strong", "gusty": "strong", "gale": "strong",
+        "high": "strong", "stormy": "strong",
+    },
+}
+
+# Confidence: CONFIDENCE_PER_FIELD for each field found, plus CONFIDENCE_PER_EXTRA_HIT for each
+# supporting hit beyond the first of a found field (at most CONFIDENCE_MAX_EXTRA_HITS), capped at 1.
+CONFIDENCE_PER_FIELD = 0.12
+CONFIDENCE_PER_EXTRA_HIT = 0.02
+CONFIDENCE_MAX_EXTRA_HITS = 8
+
+_VOWELS = frozenset("aeiou")
+_SYLLABLE = re.compile(r"[aeiouy]+")
+# bytes.translate table: ASCII letters -> lower case, every other byte -> space.
+_TOKEN_TABLE = bytes(
+    c + 32 if 65 <= c <= 90 else c if 97 <= c <= 122 else 32 for c in range(256)
+)
+
+
+def inflections(word: str) -> set[str]:
+    """``word`` plus its simple inflections: -s/-es, -ed, -ing, -y, -er/-ers/-est.
+
+    Handles a final silent e (breeze -> breezy), consonant + y (hurry -> hurried) and the doubled
+    final consonant of one-syllable words (run -> running, fog -> foggy, hot -> hotter). -ly is
+    not generated (coldly, clearly are manner words); list such forms explicitly where wanted.
+    """
+    forms = {word}
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        forms.add(word + "es")
+    elif len(word) > 1 and word.endswith("y") and word[-2] not in _VOWELS:
+        forms.add(word[:-1] + "ies")
+    else:
+        forms.add(word + "s")
+    if len(word) > 1 and word.endswith("y") and word[-2] not in _VOWELS:
+        stem = word[:-1]
+        forms.update({stem + "ied", word + "ing", stem + "ier", stem + "iers", stem + "iest"})
+        return forms
+    if word.endswith("e"):
+        stem = word[:-1]
+        ing = word[:-2] + "ying" if word.endswith("ie") else (word + "ing" if word.endswith("ee") else stem + "ing")
+        forms.update({word + "d", ing, stem + "y", word + "r", word + "rs", word + "st"})
+        return forms
+    doubled = word
+    if (
+        len(word) >= 3
+        and word[-1] not in _VOWELS
+        and word[-1] not in "wxy"
+        and word[-2] in _VOWELS
+        and word[-3] not in _VOWELS
+        and len(_SYLLABLE.findall(word)) == 1
+    ):
+        doubled = word + word[-1]
+    forms.update({doubled + "ed", doubled + "ing", doubled + "er", doubled + "ers", doubled + "est"})
+    if not word.endswith("y"):
+        forms.add(doubled + "y")
+    return forms
+
+
+def _keyword_forms(entry: str) -> set[str]:
+    if entry.startswith("="):
+        return {entry[1:]}
+    return {entry} | (inflections(entry) - EXCLUDED_INFLECTIONS)
+
+
+def _build_lexicon() -> tuple[dict[bytes, tuple[tuple[str, str], ...]], dict[str, tuple[tuple[str, str], ...]]]:
+    """Word -> (field, label) pairs and phrase -> (field, label) pairs; one label per field per word."""
+    words: dict[str, dict[str, str]] = {}
+    phrases: dict[str, dict[str, str]] = {}
+    for field_name, table in KEYWORDS.items():
+        for label, entries in table.items():
+            if label not in VOCABULARY[field_name] or label == "unknown":
+                raise ValueError(f"keyword table {field_name}: label {label!r} is not in the vocabulary")
+            for entry in entries:
+                targets = [(phrases, entry)] if " " in entry else [(words, f) for f in _keyword_forms(entry)]
+                for store, key in targets:
+                    previous = store.setdefault(key, {}).setdefault(field_name, label)
+                    if previous != label:
+                        raise ValueError(
+                            f"keyword tables: {key!r} maps {field_name} to both {previous!r} and {label!r}"
+                        )
+    lexicon = {w.encode(): tuple(m.items()) for w, m in sorted(words.items())}
+    return lexicon, {p: tuple(m.items()) for p, m in sorted(phrases.items())}
+
+
+_LEXICON, _PHRASES = _build_lexicon()
+# phrase -> (its words, regex over the translated buffer, lexicon words whose count it absorbs)
+_PHRASE_RULES: tuple[tuple[str, frozenset[bytes], re.Pattern[bytes], tuple[bytes, ...]], ...] = tuple(
+    (
+        phrase,
+        frozenset(w.encode() for w in phrase.split()),
+        re.compile(rb"\b" + rb" +".join(re.escape(w.encode()) for w in phrase.split()) + rb"\b"),
+        tuple(w.encode() for w in phrase.split() if w.encode() in _LEXICON),
+    )
+    for phrase in _PHRASES
+)
+# Words worth counting: lexicon words and the words of phrases (to know when to run a phrase regex).
+_LOOKUP_WORDS = frozenset(_LEXICON).union(*(rule[1] for rule in _PHRASE_RULES))
+_RANK: dict[str, dict[str, int]] = {name: {lb: i for i, lb in enumerate(vocab)} for name, vocab in VOCABULARY.items()}
+
+
+def tokenize(text: str) -> tuple[bytes, list[bytes]]:
+    """The text as a lower-case ASCII buffer with non-letters as spaces, and its words."""
+    buffer = text.encode("ascii", "replace").translate(_TOKEN_TABLE)
+    return buffer, buffer.split()
+
+
+def count_words(tokens: list[bytes], vocabulary: Set[bytes]) -> Counter[bytes]:
+    """Occurrences in ``tokens`` of each word of ``vocabulary`` that occurs at least once."""
+    return Counter(filter(vocabulary.__contains__, tokens))
+
+
+@dataclass(frozen=True)
+class EnvironmentFeatures:
+    """Environment labels of one chunk, with the evidence behind them."""
+
+    temperature_hint: str
+    humidity_hint: str
+    weather: str
+    time_of_day: str
+    location: str
+    movement: str
+    wind: str
+    confidence: float
+    cues: dict[str, list[str]] = field(default_factory=dict)
+    source: str = "rules"
+
+    def labels(self) -> dict[str, str]:
+        """The seven ENV_FIELDS labels."""
+        return {name: getattr(self, name) for name in ENV_FIELDS}
+
+    def to_dict(self) -> dict[str, object]:
+        """Flat JSON-serialisable dict: the seven labels, confidence, cues and source."""
+        return {
+            **self.labels(),
+            "confidence": self.confidence,
+            "cues": {name: list(words) for name, words in self.cues.items()},
+            "source": self.source,
+        }
+
+
+def rule_confidence(fields_found: int, extra_hits: int) -> float:
+    """0.12 per field found + 0.02 per extra supporting hit (at most 8), capped at 1.0; 3 dp."""
+    score = CONFIDENCE_PER_FIELD * fields_found + CONFIDENCE_PER_EXTRA_HIT * min(
+        extra_hits, CONFIDENCE_MAX_EXTRA_HITS
+    )
+    return round(min(1.0, score), 3)
+
+
+def _evidence(text: str) -> tuple[dict[str, dict[str, int]], dict[tuple[str, str], list[str]]]:
+    """Hits per field and label, and the words behind each (field, label)."""
+    buffer, tokens = tokenize(text)
+    counts = count_words(tokens, _LOOKUP_WORDS)
+    present = counts.keys()
+    evidence: list[tuple[str, tuple[tuple[str, str], ...], int]] = []
+    for phrase, parts, pattern, absorbed in _PHRASE_RULES:
+        if present >= parts:
+            n = len(pattern.findall(buffer))
+            if n:
+                evidence.append((phrase, _PHRASES[phrase], n))
+                for word in absorbed:
+                    counts[word] -= n
+    for word, n in counts.items():
+        pairs = _LEXICON.get(word)
+        if pairs and n > 0:
+            evidence.append((word.decode(), pairs, n))
+
+    hits: dict[str, dict[str, int]] = {}
+    words_for: dict[tuple[str, str], list[str]] = {}
+    for key, pairs, n in evidence:
+        for field_name, label in pairs:
+            field_hits = hits.setdefault(field_name, {})
+            field_hits[label] = field_hits.get(label, 0) + n
+            words_for.setdefault((field_name, label), []).append(key)
+    return hits, words_for
+
+
+def label_hits(text: str) -> dict[str, dict[str, int]]:
+    """Whole-word keyword hits per field and label (e.g. ``{"weather": {"rain": 2, "fog": 1}}``), used to check
+    a generated paragraph against its sensor record."""
+    return _evidence(text)[0]
+
+
+def analyze_rules(text: str) -> EnvironmentFeatures:
+    """Label a chunk from keyword hits (see the module docstring for the decision rule).
+
+    ``cues[field]`` lists the matched words (or phrases) that support the chosen label, sorted and
+    deduplicated; it is empty for an "unknown" field. Confidence is :func:`rule_confidence` of the
+    number of fields found and the hits beyond the first that support each chosen label.
+    """
+    hits, words_for = _evidence(text)
+    labels: dict[str, str] = {}
+    cues: dict[str, list[str]] = {}
+    fields_found = extra_hits = 0
+    for name in ENV_FIELDS:
+        field_hits = hits.get(name, {})
+        if field_hits:
+            rank = _RANK[name]
+            best = min(field_hits, key=lambda lb: (-field_hits[lb], rank[lb]))
+            labels[name] = best
+            cues[name] = sorted(words_for[(name, best)])
+            fields_found += 1
+            extra_hits += field_hits[best] - 1
+        else:
+            labels[name] = "unknown"
+            cues[name] = []
+    return EnvironmentFeatures(
+        **labels, confidence=rule_confidence(fields_found, extra_hits), cues=cues, source="rules"
+    )
+
+
+def _normalise_label(value: str) -> str:
+    return re.sub(r"[\s\-]+", "_", value.strip().lower())
+
+
+def validate_labels(values: Mapping[str, object]) -> tuple[dict[str, str], list[str]]:
+    """Map each ENV_FIELD of ``values`` onto its vocabulary.
+
+    A value is lower-cased and stripped, with spaces and hyphens read as "_", then accepted if it
+    is in the field's vocabulary or in ``LABEL_SYNONYMS`` ("sunny" -> "clear"). Anything else
+    (missing, None, numbers, "village") becomes "unknown" and the field is listed as invalid.
+    """
+    labels: dict[str, str] = {}
+    invalid: list[str] = []
+    for name in ENV_FIELDS:
+        raw = values.get(name)
+        label = None
+        if isinstance(raw, str):
+            key = _normalise_label(raw)
+            label = key if key in VOCABULARY[name] else LABEL_SYNONYMS[name].get(key)
+        if label is None:
+            invalid.append(name)
+            label = "unknown"
+        labels[name] = label
+    return labels, invalid
+
+
+def merge_with_rules(primary: Mapping[str, str], rules: EnvironmentFeatures) -> tuple[dict[str, str], list[str]]:
+    """Fill each field of ``primary`` that is "unknown" (or missing or outside the vocabulary) from ``rules``.
+
+    Returns the merged labels and the fields whose value was taken from the rule result.
+    """
+    merged: dict[str, str] = {}
+    taken: list[str] = []
+    rule_labels = rules.labels()
+    for name in ENV_FIELDS:
+        value = primary.get(name, "unknown")
+        if value == "unknown" or value not in VOCABULARY[name]:
+            value = rule_labels[name]
+            if value != "unknown":
+                taken.append(name)
+        merged[name] = value
+    return merged, taken

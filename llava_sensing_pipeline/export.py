@@ -1,0 +1,180 @@
+"""The export: ``<mode>_dataset.json``, chunk files of ``chunk_size`` examples, ``chunks_index.json`` and Parquet.
+
+Layout (kept from the earlier system, so its readers keep working)::
+
+    <output>/<mode>_dataset.json                 JSON array of stage-1 examples
+    <output>/<mode>_dataset.parquet              the same examples, one row each
+    <output>/chunks/novel_dataset_chunk_NNN.json chunk_size examples each (1-based, 3 digits, 4 past 999)
+    <output>/chunks/chunks_index.json            the index (schema of upstream-study §12.2, plus per-file figures)
+
+Every file is written atomically; chunk files left from an earlier, larger run are deleted; the index is written
+last. The index keeps its ``split_timestamp`` when nothing else in it changed, so an unchanged re-run leaves every
+file byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from .atomic import atomic_write_json, atomic_write_parquet, dumps_json
+from .seeding import rng_for
+
+CHUNK_PREFIX = "novel_dataset_chunk_"
+CHUNK_FILE_RE = re.compile(rf"^{CHUNK_PREFIX}\d+\.json$")
+INDEX_NAME = "chunks_index.json"
+
+
+@dataclass
+class FileReport:
+    partition_key: str
+    source_path: str
+    quota: int
+    candidates: int
+    exported: int = 0
+
+    @property
+    def shortfall(self) -> int:
+        return max(0, self.quota - self.exported)
+
+
+@dataclass
+class ExportResult:
+    dataset_path: Path
+    parquet_path: Path
+    index_path: Path
+    chunk_paths: list[Path]
+    examples: list[dict]
+    files: list[FileReport] = field(default_factory=list)
+    removed_stale: list[str] = field(default_factory=list)
+
+
+def chunk_filename(number: int) -> str:
+    return f"{CHUNK_PREFIX}{number:03d}.json"
+
+
+def select_examples(
+    frames: Mapping[str, pd.DataFrame], quotas: Mapping[str, int], source_paths: Mapping[str, str]
+) -> tuple[list[dict], list[FileReport]]:
+    """The first ``quota`` examples of each file by ``selection_rank`` (files in sorted key order)."""
+    records, reports = [], []
+    for key in sorted(quotas):
+        frame = frames.get(key)
+        if frame is None:
+            continue
+        ranked = frame.sort_values("selection_rank", kind="stable")
+        taken = ranked.head(quotas[key])
+        records.extend(json.loads(r) for r in taken["record_json"])
+        reports.append(FileReport(key, source_paths[key], quotas[key], len(frame), len(taken)))
+    return records, reports
+
+
+def order_examples(records: Sequence[dict], global_seed: int) -> list[dict]:
+    """Sorted by id, then shuffled with a seeded generator: a stable order that mixes novels across chunk files."""
+    ordered = sorted(records, key=lambda r: r["id"])
+    rng_for(global_seed, "export-order").shuffle(ordered)
+    duplicates = len(ordered) - len({r["id"] for r in ordered})
+    if duplicates:
+        raise ValueError(f"{duplicates} duplicate example ids in the export: two files share a stem and chunk index")
+    return ordered
+
+
+def examples_frame(records: Sequence[dict]) -> pd.DataFrame:
+    """Examples as a flat table (sensor values as columns, nested parts as JSON strings)."""
+    rows = []
+    for r in records:
+        sd = r["sensor_data"]
+        rows.append({
+            "id": r["id"],
+            "literary_style": r["literary_style"],
+            "temperature": sd["temperature"],
+            "humidity": sd["humidity"],
+            "wind_direction": sd["wind_direction"],
+            "imu": sd["imu"],
+            "movement": sd["movement"],
+            "scenario": sd["context"]["scenario"],
+            "time": sd["context"]["time"],
+            "weather": sd["context"]["weather"],
+            "prompt": r["prompt"],
+            "target_paragraph": r["target_paragraph"],
+            "source_path": r["source_info"]["source_path"],
+            "chunk_index": r["source_info"]["chunk_index"],
+            "source_info": json.dumps(r["source_info"], ensure_ascii=False, sort_keys=True),
+            "metadata": json.dumps(r["metadata"], ensure_ascii=False, sort_keys=True),
+        })
+    return pd.DataFrame(rows, columns=["id", "literary_style", "temperature", "humidity", "wind_direction", "imu",
+                                       "movement", "scenario", "time", "weather", "prompt", "target_paragraph",
+                                       "source_path", "chunk_index", "source_info", "metadata"])
+
+
+def _write_if_changed(obj: object, path: Path) -> None:
+    """Atomic write that leaves an identical file untouched (so mtimes and readers are undisturbed)."""
+    text = dumps_json(obj)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return
+    atomic_write_json(obj, path)
+
+
+def write_export(
+    records: Sequence[dict],
+    output_dir: str | Path,
+    mode: str,
+    chunk_size: int,
+    index_extra: Mapping | None = None,
+) -> ExportResult:
+    """Writes the dataset, its chunk files, the Parquet copy and the index; removes stale chunk files."""
+    if chunk_size < 1:
+        raise ValueError(f"--chunk-size must be at least 1 (examples per chunk file), got {chunk_size}")
+    out = Path(output_dir)
+    chunks_dir = out / "chunks"
+    chunks_dir.mkdir(parents=True, exist_ok=True)
+    dataset_path = out / f"{mode}_dataset.json"
+    parquet_path = out / f"{mode}_dataset.parquet"
+    records = list(records)
+    _write_if_changed(records, dataset_path)
+    atomic_write_parquet(examples_frame(records), parquet_path)
+
+    entries, chunk_paths = [], []
+    for number, start in enumerate(range(0, len(records), chunk_size), start=1):
+        part = records[start : start + chunk_size]
+        name = chunk_filename(number)
+        path = chunks_dir / name
+        _write_if_changed(part, path)
+        chunk_paths.append(path)
+        entries.append({"chunk_number": number, "filename": name, "start_index": start,
+                        "end_index": start + len(part), "size": len(part), "file_path": str(path)})
+    keep = {p.name for p in chunk_paths}
+    removed = sorted(p.name for p in chunks_dir.iterdir() if CHUNK_FILE_RE.match(p.name) and p.name not in keep)
+    for name in removed:
+        (chunks_dir / name).unlink()
+
+    index = {
+        "original_file": str(dataset_path),
+        "total_examples": len(records),
+        "chunk_size": chunk_size,
+        "total_chunks": len(entries),
+        "chunks": entries,
+        "mode": mode,
+        "parquet_file": str(parquet_path),
+        **dict(index_extra or {}),
+    }
+    index_path = chunks_dir / INDEX_NAME
+    index["split_timestamp"] = _previous_timestamp_if_same(index_path, index) or datetime.now(timezone.utc).isoformat(
+        timespec="seconds")
+    _write_if_changed(index, index_path)
+    return ExportResult(dataset_path, parquet_path, index_path, chunk_paths, records, removed_stale=removed)
+
+
+def _previous_timestamp_if_same(index_path: Path, index: Mapping) -> str | None:
+    try:
+        previous = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    stamp = previous.pop("split_timestamp", None)
+    return stamp if json.loads(json.dumps(index)) == previous else None

@@ -1,0 +1,82 @@
+"""Run settings shared by every asset, as a Dagster resource.
+
+The CLI builds it from its flags; ``dagster dev`` builds it from ``LLAVA_SENSING_*`` environment variables
+(see :func:`settings_from_env`), so the UI and the CLI run the same graph with the same defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Literal
+
+from dagster import ConfigurableResource
+
+MODES = ("simple", "hybrid", "llm")
+DEFAULT_EXAMPLES_PER_FILE = 100
+
+
+class PipelineSettings(ConfigurableResource):
+    """What to read, how to cut it, how to seed it, and how many examples to export."""
+
+    input_dir: str = "Novel"
+    output_dir: str = "data/processed"
+    mode: Literal["simple", "hybrid", "llm"] = "simple"
+    seed: int = 42
+    chunk_chars: int = 500
+    min_chunk_chars: int = 200
+    max_chunk_chars: int = 1000
+    min_confidence: float = 0.15
+    num_examples: int | None = None
+    max_files: int | None = None
+    export_chunk_size: int = 100
+    # LLM modes (hybrid, llm)
+    llm_confidence_threshold: float = 0.3
+    analysis_margin: float = 1.25
+    max_failure_share: float = 0.25
+    generation_attempts: int = 3
+    min_words: int = 120
+    max_words: int = 300
+    min_alignment: float = 0.3
+
+    def fingerprint_fields(self, model: str | None = None, quota: int | None = None) -> dict:
+        """The settings that change a partition's per-file outputs (the export-only ones are left out).
+
+        In the LLM modes the model and the file's quota count too, since generation stops at the quota.
+        """
+        fields = {
+            "mode": self.mode,
+            "seed": self.seed,
+            "chunk_chars": self.chunk_chars,
+            "min_chunk_chars": self.min_chunk_chars,
+            "max_chunk_chars": self.max_chunk_chars,
+            "min_confidence": self.min_confidence,
+        }
+        if self.mode != "simple":
+            fields.update(model=model, quota=quota, llm_confidence_threshold=self.llm_confidence_threshold,
+                          analysis_margin=self.analysis_margin, generation_attempts=self.generation_attempts,
+                          min_words=self.min_words, max_words=self.max_words, min_alignment=self.min_alignment)
+        return fields
+
+
+def chunk_bounds(chunk_chars: int, min_chars: int | None = None, max_chars: int | None = None) -> tuple[int, int]:
+    """Default min and max chunk sizes for a target: 40 % and 200 % of it."""
+    return (min_chars if min_chars is not None else max(1, int(chunk_chars * 0.4)),
+            max_chars if max_chars is not None else chunk_chars * 2)
+
+
+def settings_from_env(env: dict[str, str] | None = None) -> PipelineSettings:
+    """Settings from ``LLAVA_SENSING_<FIELD>`` variables (e.g. ``LLAVA_SENSING_INPUT_DIR``), else the defaults."""
+    env = os.environ if env is None else env
+    values = {}
+    for name in PipelineSettings.model_fields:
+        raw = env.get(f"LLAVA_SENSING_{name.upper()}")
+        if raw not in (None, ""):
+            values[name] = raw
+    return PipelineSettings(**values)
+
+
+def stable_hash(obj: object, length: int = 16) -> str:
+    """A short hex digest of a JSON-serialisable object (sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]

@@ -1,0 +1,47 @@
+"""Shared pytest fixtures.
+
+Ollama test servers (see ``llava_sensing_pipeline.devtools.ollama_test_server``):
+
+- ``test_model_path`` (session): the verified SmolLM2-135M GGUF, downloaded once if needed.
+- ``ollama_server`` (session): one real-model server (parallel 2) on a free loopback port.
+- ``real_ollama`` (function): that same server after ``reset()``, so each test starts with zeroed
+  counters and no pending faults; use it rather than ``ollama_server`` in tests. (Not named
+  ``ollama``, which would shadow the ``ollama`` client module inside tests.)
+- ``scripted_ollama`` (function): a fresh scripted-backend server (no model), echo replies
+  until the test calls ``set_script(...)``.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llava_sensing_pipeline.devtools.ollama_test_server import OllamaTestServer
+from llava_sensing_pipeline.devtools.test_model import ensure_test_model
+
+
+@pytest.fixture(scope="session")
+def test_model_path() -> Path:
+    """Path of the verified test model."""
+    return ensure_test_model()
+
+
+@pytest.fixture(scope="session")
+def ollama_server(test_model_path: Path) -> Iterator[OllamaTestServer]:
+    """A real-model Ollama test server shared by the whole session."""
+    with OllamaTestServer(test_model_path, parallel=2) as server:
+        yield server
+
+
+@pytest.fixture
+def real_ollama(ollama_server: OllamaTestServer) -> OllamaTestServer:
+    """The session's real-model server with zeroed counters and no pending faults."""
+    ollama_server.reset()
+    return ollama_server
+
+
+@pytest.fixture
+def scripted_ollama() -> Iterator[OllamaTestServer]:
+    """A fresh scripted-backend server for fast deterministic tests."""
+    with OllamaTestServer(backend="scripted") as server:
+        yield server

@@ -1,0 +1,176 @@
+import itertools
+import re
+
+import pytest
+
+from llava_sensing_pipeline.environment import ENV_FIELDS, VOCABULARY
+from llava_sensing_pipeline.seeding import derive_seed
+from llava_sensing_pipeline.sensors import (
+    COMPASS_POINTS,
+    IMU_FIELDS,
+    ONSHORE_WIND_INDICES,
+    SENSOR_RANGES,
+    TEMPERATURE_RANGES,
+    WIND_PHRASES,
+    describe_sensor_record,
+    synthesize_sensor_record,
+    wind_phrase,
+)
+
+UNKNOWN = {name: "unknown" for name in ENV_FIELDS}
+
+
+def features(**labels):
+    return UNKNOWN | labels
+
+
+def assert_in_ranges(record):
+    low, high = SENSOR_RANGES["temperature"]
+    assert low <= record["temperature"] <= high
+    low, high = SENSOR_RANGES["humidity"]
+    assert low <= record["humidity"] <= high
+    low, high = SENSOR_RANGES["wind_direction"]
+    assert isinstance(record["wind_direction"], int) and low <= record["wind_direction"] <= high
+    assert len(record["imu"]) == len(IMU_FIELDS) == 6
+    for value, name in zip(record["imu"], IMU_FIELDS):
+        low, high = SENSOR_RANGES[name]
+        assert low <= value <= high, (name, value)
+
+
+def test_record_shape_and_rounding():
+    record = synthesize_sensor_record(
+        features(temperature_hint="warm", weather="rain", time_of_day="night", location="park_stroll",
+                 movement="walking"),
+        seed=7,
+    )
+    assert set(record) == {"temperature", "humidity", "wind_direction", "wind_direction_name", "imu",
+                           "movement", "context"}
+    assert record["context"] == {"scenario": "park_stroll", "time": "night", "weather": "rain"}
+    assert record["movement"] == "walking"
+    assert record["temperature"] == round(record["temperature"], 1)
+    assert record["humidity"] == round(record["humidity"], 1)
+    assert all(isinstance(v, float) and v == round(v, 3) for v in record["imu"])
+    assert record["wind_direction_name"] == COMPASS_POINTS[record["wind_direction"]]
+
+
+def test_same_seed_same_record_different_seeds_differ():
+    labels = features(temperature_hint="cool", weather="fog", location="forest_exploration", movement="active")
+    seed = derive_seed(42, "Travel_Novel/B206", 3, "sensors")
+    assert synthesize_sensor_record(labels, seed) == synthesize_sensor_record(dict(labels), seed)
+    records = [synthesize_sensor_record(labels, derive_seed(42, "Travel_Novel/B206", i, "sensors")) for i in range(20)]
+    assert len({(r["temperature"], r["humidity"], tuple(r["imu"])) for r in records}) == 20
+
+
+def test_all_values_within_ranges_over_many_seeds_and_label_combos():
+    fields = ("temperature_hint", "humidity_hint", "weather", "location", "movement")
+    combos = list(itertools.product(*(VOCABULARY[name] for name in fields)))
+    for seed, combo in enumerate(combos):  # 6 * 4 * 8 * 10 * 4 = 7680 records
+        record = synthesize_sensor_record(features(**dict(zip(fields, combo))), seed)
+        assert_in_ranges(record)
+
+
+def test_extreme_noise_is_clipped():
+    # active movement over many seeds exercises the tails; everything stays inside the bounds
+    for seed in range(3000):
+        assert_in_ranges(synthesize_sensor_record(features(movement="active", weather="fog", humidity_hint="humid"), seed))
+
+
+@pytest.mark.parametrize("hint", ["cold", "cool", "mild", "warm", "hot", "unknown"])
+def test_temperature_follows_hint_for_every_weather_but_snow(hint):
+    low, high = TEMPERATURE_RANGES[hint]
+    for weather in VOCABULARY["weather"]:
+        if weather == "snow":
+            continue
+        for seed in range(200):
+            t = synthesize_sensor_record(features(temperature_hint=hint, weather=weather), seed)["temperature"]
+            assert low <= t <= high, (hint, weather, t)
+
+
+def test_snow_caps_temperature():
+    for hint in VOCABULARY["temperature_hint"]:
+        for seed in range(100):
+            assert synthesize_sensor_record(features(temperature_hint=hint, weather="snow"), seed)["temperature"] <= 2.0
+
+
+def test_humidity_follows_weather_and_hint():
+    def mean_humidity(**labels):
+        return sum(synthesize_sensor_record(features(**labels), s)["humidity"] for s in range(400)) / 400
+
+    assert mean_humidity(weather="fog") > mean_humidity(weather="cloudy") > mean_humidity(weather="clear")
+    assert mean_humidity(humidity_hint="humid") > mean_humidity() > mean_humidity(humidity_hint="dry")
+
+
+def test_imu_spread_follows_movement():
+    def spread(movement):
+        return sum(abs(synthesize_sensor_record(features(movement=movement), s)["imu"][0]) for s in range(400))
+
+    assert spread("active") > spread("walking") > spread("still")
+    assert spread("unknown") == spread("walking")  # unknown is drawn as walking
+    for seed in range(50):
+        acc_z = synthesize_sensor_record(features(movement="still"), seed)["imu"][2]
+        assert 9.5 < acc_z < 10.1
+
+
+def test_wind_direction_by_location():
+    seen = set()
+    for seed in range(500):
+        record = synthesize_sensor_record(features(location="city_walking"), seed)
+        seen.add(record["wind_direction"])
+        assert record["wind_direction_name"] == COMPASS_POINTS[record["wind_direction"]]
+        for shore in ("beach_walking", "sea_voyage"):
+            assert synthesize_sensor_record(features(location=shore), seed)["wind_direction"] in ONSHORE_WIND_INDICES
+        indoor = synthesize_sensor_record(features(location="indoor", wind="strong"), seed)
+        assert indoor["wind_direction"] == 0 and indoor["wind_direction_name"] == "N"
+    assert seen == set(range(16))
+
+
+def test_missing_fields_count_as_unknown_and_bad_labels_raise():
+    assert synthesize_sensor_record({}, 1) == synthesize_sensor_record(UNKNOWN, 1)
+    with pytest.raises(ValueError, match="location='village'.*validate_labels"):
+        synthesize_sensor_record(features(location="village"), 1)
+    with pytest.raises(ValueError, match="movement='running'"):
+        synthesize_sensor_record(features(movement="running"), 1)
+
+
+def test_compass_and_wind_phrases():
+    assert len(COMPASS_POINTS) == len(WIND_PHRASES) == 16
+    assert COMPASS_POINTS[0] == "N" and COMPASS_POINTS[4] == "E" and COMPASS_POINTS[8] == "S"
+    assert COMPASS_POINTS[12] == "W" and COMPASS_POINTS[15] == "NNW"
+    assert wind_phrase(0) == "from the north"
+    assert wind_phrase(2) == "from the northeast"
+    assert wind_phrase(15) == "from the north-northwest"
+    for bad in (-1, 16, 1.0, True, "3"):
+        with pytest.raises(ValueError):
+            wind_phrase(bad)
+
+
+def test_describe_uses_words_only():
+    fields = ("temperature_hint", "humidity_hint", "weather", "location", "movement")
+    for seed, combo in enumerate(itertools.product(*(VOCABULARY[name] for name in fields))):
+        record = synthesize_sensor_record(features(**dict(zip(fields, combo))), seed)
+        for level in VOCABULARY["wind"]:
+            words = describe_sensor_record(record, wind_level=level)
+            assert set(words) == {"temperature", "humidity", "wind", "movement"}
+            assert not any(re.search(r"\d", text) for text in words.values()), words
+
+
+def test_describe_feels():
+    base = synthesize_sensor_record(features(location="field_crossing"), 3)
+    assert describe_sensor_record(base | {"temperature": -3.0})["temperature"] == "bitterly cold"
+    assert describe_sensor_record(base | {"temperature": 9.0})["temperature"] == "cool"
+    assert describe_sensor_record(base | {"temperature": 15.0})["temperature"] == "mild"
+    assert describe_sensor_record(base | {"temperature": 21.0})["temperature"] == "warm"
+    assert describe_sensor_record(base | {"temperature": 31.0})["temperature"] == "hot"
+    assert describe_sensor_record(base | {"humidity": 20.0})["humidity"] == "dry"
+    assert describe_sensor_record(base | {"humidity": 50.0})["humidity"] == "comfortable"
+    assert describe_sensor_record(base | {"humidity": 80.0})["humidity"] == "humid"
+    assert describe_sensor_record(base | {"humidity": 97.0})["humidity"] == "saturated"
+    north = base | {"wind_direction": 0}
+    assert describe_sensor_record(north, wind_level="strong")["wind"] == "a strong wind from the north"
+    assert describe_sensor_record(north, wind_level="breeze")["wind"] == "a light breeze from the north"
+    indoor = north | {"context": {**base["context"], "scenario": "indoor"}}
+    assert "no wind" in describe_sensor_record(indoor, wind_level="strong")["wind"]
+    assert describe_sensor_record(base | {"movement": "still"})["movement"] == "standing still"
+    assert describe_sensor_record(base | {"movement": "unknown"})["movement"] == describe_sensor_record(
+        base | {"movement": "walking"}
+    )["movement"]
