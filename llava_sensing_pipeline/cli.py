@@ -95,10 +95,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .ollama_resource import OllamaUnavailable
     from .runner import Runner, select_files
 
-    ollama = ollama_from_env().model_copy(update={
-        k: v for k, v in {"host": args.ollama_host, "model": args.model, "parallel": args.parallel,
-                          "timeout_s": args.ollama_timeout, "max_retries": args.max_retries}.items()
-        if v is not None})
+    ollama = ollama_from_env(host=args.ollama_host, model=args.model, parallel=args.parallel,
+                             timeout_s=args.ollama_timeout, max_retries=args.max_retries)
     if args.mode != "simple":
         try:
             digest = ollama.check_ready()

@@ -22,15 +22,18 @@ DEFAULT_STORAGE_DIR = "data/storage"
 DEFAULT_LLM_CACHE = "data/cache/llm_responses.sqlite"
 
 
-def ollama_from_env(env: dict[str, str] | None = None) -> OllamaResource:
-    """The Ollama resource from ``OLLAMA_HOST``, ``OLLAMA_NUM_PARALLEL`` and ``LLAVA_SENSING_MODEL``."""
+def ollama_from_env(env: dict[str, str] | None = None, **overrides) -> OllamaResource:
+    """The Ollama resource from ``OLLAMA_HOST``, ``OLLAMA_NUM_PARALLEL``, ``LLAVA_SENSING_MODEL`` and
+    ``LLAVA_SENSING_LLM_CACHE``; keyword arguments that are not None override them."""
     env = os.environ if env is None else env
-    return OllamaResource(
-        host=env.get("OLLAMA_HOST") or None,
-        model=env.get("LLAVA_SENSING_MODEL") or DEFAULT_MODEL,
-        parallel=int(env.get("OLLAMA_NUM_PARALLEL") or 1),
-        cache_path=env.get("LLAVA_SENSING_LLM_CACHE") or DEFAULT_LLM_CACHE,
-    )
+    fields = {
+        "host": env.get("OLLAMA_HOST") or None,
+        "model": env.get("LLAVA_SENSING_MODEL") or DEFAULT_MODEL,
+        "parallel": int(env.get("OLLAMA_NUM_PARALLEL") or 1),
+        "cache_path": env.get("LLAVA_SENSING_LLM_CACHE") or DEFAULT_LLM_CACHE,
+    }
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return OllamaResource(**fields)
 
 
 def build_definitions(settings: PipelineSettings | None = None, storage_dir: str | None = None,

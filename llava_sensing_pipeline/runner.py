@@ -184,6 +184,10 @@ class Runner:
             status = "ok" if len(report.failures) == before else f"{len(report.failures) - before} failed"
             label = batch[0] if len(batch) == 1 else f"{batch[0]} … {batch[-1]}"
             self.echo(f"[{done}/{len(stale)}] {label}: {status}")
+        if len(report.failures) == len(files):
+            report.export_error = "every selected file failed; no dataset was written"
+            report.seconds = time.monotonic() - started
+            return report
         export_config = {"ops": {"chunked_json_exports": {"config": {
             "partition_keys": [f.key for f in files], "failure_reasons": report.failures}}}}
         result = self.export.execute_in_process(instance=self.instance, raise_on_error=False,

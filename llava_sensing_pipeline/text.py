@@ -58,7 +58,7 @@ class TextChunk:
 # --- decoding ---------------------------------------------------------------------------------
 
 _UTF8_BOM = b"\xef\xbb\xbf"
-# C0 control bytes other than TAB, LF, VT, FF, CR (and DEL): text files hardly ever hold them.
+# C0 control bytes other than TAB, LF, VT, FF and CR, plus DEL: text files hardly ever hold them.
 _CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
 _MAX_CONTROL_SHARE = 0.01
 
@@ -83,10 +83,7 @@ def decode_bytes(data: bytes, path: str) -> tuple[str, str]:
         controls = len(data) - len(data.translate(None, _CONTROL_BYTES))
         if controls / len(data) > _MAX_CONTROL_SHARE:
             raise _binary_error(path, f"{controls} of its {len(data)} bytes are control characters")
-    if data.startswith(_UTF8_BOM):
-        encoding = "utf-8-sig"
-    else:
-        encoding = "utf-8"
+    encoding = "utf-8-sig" if data.startswith(_UTF8_BOM) else "utf-8"
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError:
@@ -105,7 +102,9 @@ _RESEARCH_WORDS = r"THIS\s+TEXT"
 _START_RE = re.compile(
     rf"[ \t]*\*{{3}}[ \t]*START\s+OF\s+(?:(?P<pg>{_PG_WORDS})|{_RESEARCH_WORDS})\b[^\n]*", re.IGNORECASE
 )
-_END_RE = re.compile(rf"[ \t]*\*{{3}}[ \t]*END\s+OF\s+(?:(?P<pg>{_PG_WORDS})|{_RESEARCH_WORDS})\b", re.IGNORECASE)
+_END_RE = re.compile(
+    rf"[ \t]*\*{{3}}[ \t]*END\s+OF\s+(?:(?P<pg>{_PG_WORDS})|{_RESEARCH_WORDS})\b", re.IGNORECASE
+)
 # A marker whose title wrapped onto a second line: that line closes with the asterisks.
 _MARKER_CONTINUATION_RE = re.compile(r"\n[ \t]*[^\s*][^\n]*\*{3}[ \t]*(?=\n|\Z)")
 _KEY_VALUE_RE = re.compile(
@@ -140,7 +139,9 @@ _EMAIL_LINE_RE = re.compile(r"[^\n]*@[^\n]*")
 _MAX_CREDIT_CHARS = 400
 
 
-def _line_match(text: str, pattern: re.Pattern[str], needles: tuple[str, ...], pos: int = 0) -> re.Match[str] | None:
+def _line_match(
+    text: str, pattern: re.Pattern[str], needles: tuple[str, ...], pos: int = 0
+) -> re.Match[str] | None:
     """Earliest match of ``pattern`` at the start of a line (at or after ``pos``) holding a needle."""
     best: re.Match[str] | None = None
     for needle in needles:
@@ -327,7 +328,9 @@ def _paragraphs(text: str) -> list[tuple[int, int, str]]:
         start, end = block.span(1)
         body = block.group(1)
         if "\n" in body and max(map(len, body.split("\n")[:-1])) > _WRAP_MAX:
-            paragraphs.extend((start + m.start(), start + m.end(), m.group()) for m in _LINE_RE.finditer(body))
+            paragraphs.extend(
+                (start + line.start(), start + line.end(), line.group()) for line in _LINE_RE.finditer(body)
+            )
         else:
             paragraphs.append((start, end, body))
     return paragraphs
@@ -388,7 +391,9 @@ def _split_long(text: str, start: int, end: int, target: int, limit: int) -> lis
     return pieces
 
 
-def _fold_short(bounds: list[list[int]], cleans: list[str], joined: list[str], min_chars: int, max_chars: int) -> None:
+def _fold_short(
+    bounds: list[list[int]], cleans: list[str], joined: list[str], min_chars: int, max_chars: int
+) -> None:
     """Merge the last chunk into the one before it when it is under ``min_chars`` and both fit."""
     if len(bounds) < 2 or bounds[-1][2] >= min_chars:
         return
@@ -405,9 +410,9 @@ def chunk_text(
     """Paragraph-aware chunks of ``text`` near ``target_chars``, none longer than ``max_chars``.
 
     Paragraphs are packed whole; a paragraph whose source span is over ``max_chars`` is split at
-    sentence, then word boundaries. A chunk under ``min_chars`` merges with a neighbour when the result fits
-    ``max_chars``. Text with no paragraphs gives ``[]``. Raises ``ValueError`` unless
-    ``0 < min_chars <= target_chars <= max_chars``.
+    sentence, then word boundaries. A chunk under ``min_chars`` merges with a neighbour when the
+    result fits ``max_chars``, else it is kept. Text with no paragraphs gives ``[]``. Raises
+    ``ValueError`` unless ``0 < min_chars <= target_chars <= max_chars``.
     """
     if not 0 < min_chars <= target_chars <= max_chars:
         raise ValueError(
@@ -446,9 +451,8 @@ def chunk_text(
         if bounds:
             current = bounds[-1]
             size = current[2] + len(piece)
-            if size <= max_chars and (
-                size <= target_chars or current[2] < min_chars or size - target_chars < target_chars - current[2]
-            ):
+            near_target = size - target_chars < target_chars - current[2]
+            if size <= max_chars and (size <= target_chars or current[2] < min_chars or near_target):
                 current[1] = u + 1
                 current[2] = size
                 continue
@@ -458,6 +462,8 @@ def chunk_text(
         _fold_short(bounds, cleans, joined, min_chars, max_chars)
 
     return [
-        TextChunk(index=n, text=cleans[a] + "".join(joined[a + 1 : b]), char_start=starts[a], char_end=ends[b - 1])
-        for n, (a, b, _) in enumerate(bounds)
+        TextChunk(
+            index=n, text=cleans[a] + "".join(joined[a + 1 : b]), char_start=starts[a], char_end=ends[b - 1]
+        )
+        for n, (a, b, _length) in enumerate(bounds)
     ]

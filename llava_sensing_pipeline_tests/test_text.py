@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import textwrap
 from collections import Counter
@@ -193,7 +194,7 @@ def test_gutenberg_with_bom_crlf_credit_and_licence(tmp_path: Path) -> None:
     assert novel.text.endswith("went\nstraight up into a pale sky.")
     for leftover in ("Project Gutenberg", "PROJECT GUTENBERG", "Produced", "Distributed", "LICENSE", "End of"):
         assert leftover not in novel.text
-    assert len(novel.sha256) == 64 and novel.sha256 == __import__("hashlib").sha256(data).hexdigest()
+    assert len(novel.sha256) == 64 and novel.sha256 == hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.parametrize(
@@ -417,7 +418,7 @@ def test_chunk_offsets_map_back_to_the_source() -> None:
         paragraph = _paragraph(rng, rng.randint(1, 12))
         parts.append(textwrap.fill(paragraph, width=72) if i % 2 else paragraph)
         if i % 7 == 3:
-            parts.append("CHAPTER %d" % i)
+            parts.append(f"CHAPTER {i}")
     text = "\n\n".join(parts)
     chunks = chunk_text(text)
     _assert_chunk_invariants(chunks, text, 1000)

@@ -36,14 +36,16 @@ Test hooks (Python API and HTTP control endpoints, which are not counted in the 
   held, so N concurrent requests with latency L take about L, not N*L.
 - Faults, ``POST /_test/faults`` with ``{"kind": ..., "count": 1, "path": null, "seconds": null,
   "content": null}``, apply to the next ``count`` requests whose path equals ``path`` (default:
-  ``/api/generate`` and ``/api/chat``): ``timeout`` waits ``seconds`` (default ``fault_timeout_s``,
-  cut short by ``stop()``) and then answers normally; ``garbage`` answers 200 whose generated
-  content is ``content`` (default: truncated JSON, unparseable); ``http500`` answers 500 with an
-  Ollama-style error body; ``disconnect`` closes the socket without a response.
+  ``/api/generate`` and ``/api/chat``); any API path can be named. ``timeout`` waits ``seconds``
+  (default ``fault_timeout_s``, cut short by ``stop()``, which then drops the connection) and then
+  answers normally; ``garbage`` answers 200 whose generated content is ``content`` (default:
+  truncated JSON, unparseable), or on other paths a body that is only ``content``; ``http500``
+  answers 500 with an Ollama-style error body; ``disconnect`` closes the socket without a response.
   ``GET /_test/faults`` lists pending faults.
 - ``GET /_test/stats``: requests per path, generate/chat counts, per-model counts (generate and
-  chat, by requested name), current and maximum concurrent in-flight requests, faults served,
-  pending faults. ``POST /_test/reset`` zeroes the counters and clears pending faults.
+  chat requests by requested name, faulted ones included), current and maximum concurrent
+  in-flight requests, faults served, pending faults. ``POST /_test/reset`` zeroes the counters and
+  clears pending faults.
 - ``POST /_test/script`` with ``{"replies": [...]}`` queues replies (scripted backend only).
 
 CLI::
@@ -244,6 +246,16 @@ def parse_generation_request(endpoint: Literal["generate", "chat"], body: Mappin
     return GenerationRequest(endpoint, model, tuple(messages), None, fmt, options)
 
 
+def _requested_model_name(raw_body: bytes) -> str:
+    """The ``model`` field of a JSON request body, or a placeholder when there is none."""
+    try:
+        body = json.loads(raw_body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "<invalid body>"
+    model = body.get("model") or body.get("name") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else "<no model>"
+
+
 def is_load_request(request: GenerationRequest) -> bool:
     """Ollama answers ``done_reason: "load"`` without generating for empty input."""
     return not request.messages and not request.prompt
@@ -442,7 +454,6 @@ class _Stats:
     def reset(self) -> None:
         with self._lock:
             self.requests_by_path: Counter[str] = Counter()
-            self.endpoint_counts: Counter[str] = Counter()
             self.models: Counter[str] = Counter()
             self.faults_served: Counter[str] = Counter()
             self.max_in_flight = self.in_flight
@@ -470,8 +481,8 @@ class _Stats:
         with self._lock:
             return {
                 "requests_by_path": dict(sorted(self.requests_by_path.items())),
-                "generate": self.endpoint_counts["generate"],
-                "chat": self.endpoint_counts["chat"],
+                "generate": self.requests_by_path["/api/generate"],
+                "chat": self.requests_by_path["/api/chat"],
                 "models": dict(sorted(self.models.items())),
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
@@ -518,6 +529,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ollama-test-server"
     server: _HTTPServer
+    raw_body: bytes = b""
+    fault: FaultSpec | None = None
 
     ROUTES: Mapping[str, Mapping[str, str]] = {
         "/": {"GET": "root", "HEAD": "root"},
@@ -555,13 +568,11 @@ class _Handler(BaseHTTPRequestHandler):
             app._stats.begin(path)
         try:
             try:
-                methods = self.ROUTES.get(path)
-                if methods is None:
-                    self.send_text(404, "404 page not found")
-                elif self.command not in methods:
-                    self.send_json(405, {"error": "method not allowed"})
-                else:
-                    getattr(app, f"handle_{methods[self.command]}")(self, path)
+                length = int(self.headers.get("Content-Length") or 0)
+                self.raw_body = self.rfile.read(length) if length else b""
+                self.fault = app._admit(path, self.raw_body) if counted else None
+                if self.fault is None or app._apply_fault(self, path, self.fault):
+                    self._route(app, path)
             except RequestError as exc:
                 self.send_json(exc.status, {"error": exc.message})
         except (GenerationCancelled, OSError):
@@ -570,14 +581,21 @@ class _Handler(BaseHTTPRequestHandler):
             if counted:
                 app._stats.end()
 
+    def _route(self, app: OllamaTestServer, path: str) -> None:
+        methods = self.ROUTES.get(path)
+        if methods is None:
+            self.send_text(404, "404 page not found")
+        elif self.command not in methods:
+            self.send_json(405, {"error": "method not allowed"})
+        else:
+            getattr(app, f"handle_{methods[self.command]}")(self, path)
+
     def read_json(self) -> dict[str, Any]:
         """The request body as a JSON object (empty body: ``{}``)."""
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if not raw.strip():
+        if not self.raw_body.strip():
             return {}
         try:
-            body = json.loads(raw)
+            body = json.loads(self.raw_body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RequestError(400, f"invalid JSON body: {exc}") from exc
         if not isinstance(body, dict):
@@ -772,19 +790,35 @@ class OllamaTestServer:
         """Whether ``model`` names the served model (``:latest`` implied, case-insensitive)."""
         return normalize_model_name(model) == normalize_model_name(self.model_name)
 
-    def _take_fault(self, path: str) -> FaultSpec | None:
+    def _admit(self, path: str, raw_body: bytes) -> FaultSpec | None:
+        """Count the requested model of a generate/chat request; take the first matching fault."""
+        if path in GENERATION_PATHS:
+            self._stats.count("models", _requested_model_name(raw_body))
         with self._faults_lock:
-            for spec in self._faults:
-                if spec.matches(path):
-                    spec.count -= 1
-                    if spec.count == 0:
-                        self._faults.remove(spec)
-                    served = FaultSpec(spec.kind, 1, spec.path, spec.seconds, spec.content)
-                    break
-            else:
+            spec = next((spec for spec in self._faults if spec.matches(path)), None)
+            if spec is None:
                 return None
-        self._stats.count("faults_served", served.kind)
-        return served
+            spec.count -= 1
+            if spec.count == 0:
+                self._faults.remove(spec)
+        self._stats.count("faults_served", spec.kind)
+        return FaultSpec(spec.kind, 1, spec.path, spec.seconds, spec.content)
+
+    def _apply_fault(self, handler: _Handler, path: str, fault: FaultSpec) -> bool:
+        """Serve ``fault``; True when the request should then be handled normally."""
+        if fault.kind == "http500":
+            raise RequestError(500, "llama runner process has terminated: injected test fault (http500)")
+        if fault.kind == "disconnect":
+            raise GenerationCancelled()
+        if fault.kind == "timeout":
+            if self._stopping.wait(self.fault_timeout_s if fault.seconds is None else fault.seconds):
+                raise GenerationCancelled()
+            return True
+        if path in GENERATION_PATHS:
+            return True
+        content = DEFAULT_GARBAGE_CONTENT if fault.content is None else fault.content
+        handler.send_bytes(200, content.encode(), "application/json; charset=utf-8")
+        return False
 
     # ----------------------------------------------------------------- model description
 
@@ -910,23 +944,13 @@ class OllamaTestServer:
     def _handle_generation(self, handler: _Handler, path: str, endpoint: Literal["generate", "chat"]) -> None:
         started = time.perf_counter_ns()
         body = handler.read_json()
-        self._stats.count("endpoint_counts", endpoint)
-        fault = self._take_fault(path)
-        if fault is not None and fault.kind == "http500":
-            raise RequestError(500, "llama runner process has terminated: injected test fault (http500)")
-        if fault is not None and fault.kind == "disconnect":
-            raise GenerationCancelled()
-        if fault is not None and fault.kind == "timeout":
-            seconds = self.fault_timeout_s if fault.seconds is None else fault.seconds
-            if self._stopping.wait(seconds):
-                raise GenerationCancelled()
         request = parse_generation_request(endpoint, body)
-        self._stats.count("models", request.model)
         if not self.serves(request.model):
             raise RequestError(404, not_found_message(request.model))
         if self.latency and self._stopping.wait(self.latency):
             raise GenerationCancelled()
         self._last_used = time.time()
+        fault = handler.fault
         if fault is not None and fault.kind == "garbage":
             generate = partial(emit_text, DEFAULT_GARBAGE_CONTENT if fault.content is None else fault.content)
         else:

@@ -1,0 +1,124 @@
+"""End to end through the CLI: Dagster runs against a temporary DAGSTER_HOME on copies of the bundled samples."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from llava_sensing_pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+FORBIDDEN = ["*** START", "*** END", "Project Gutenberg", "PROJECT GUTENBERG", "Produced by", "[Illustration",
+             "http://", "https://"]
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    corpus = tmp_path / "Novel"
+    shutil.copytree(REPO / "Novel", corpus, ignore=shutil.ignore_patterns("*.md"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "storage"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def generate(ws, *extra):
+    return main(["generate", "--input-dir", str(ws / "Novel"), "--output-dir", str(ws / "out"), *extra])
+
+
+def exports(ws):
+    return {p.relative_to(ws / "out"): p.read_bytes() for p in sorted((ws / "out").rglob("*.json"))}
+
+
+def test_simple_run_exports_the_stage1_schema(workspace, capsys):
+    assert generate(workspace, "--num-examples", "30", "--chunk-size", "7") == 0
+    out = capsys.readouterr().out
+    assert "examples: 30 of 30 requested" in out
+    data = json.loads((workspace / "out" / "simple_dataset.json").read_text(encoding="utf-8"))
+    assert len(data) == 30 and len({e["id"] for e in data}) == 30
+    for e in data:
+        assert set(e) == {"id", "sensor_data", "literary_style", "prompt", "target_paragraph", "source_info", "metadata"}
+        assert e["literary_style"] in {"modernist_novel", "travel_novel"}
+        assert isinstance(e["sensor_data"]["wind_direction"], int) and 0 <= e["sensor_data"]["wind_direction"] <= 15
+        assert len(e["sensor_data"]["imu"]) == 6
+        assert e["target_paragraph"] and not any(f in e["target_paragraph"] for f in FORBIDDEN)
+        assert e["id"] == f"{Path(e['source_info']['source_path']).stem}_{e['source_info']['chunk_index']}"
+        assert "source_link" not in json.dumps(e["metadata"]) and "soure_link" not in json.dumps(e["metadata"])
+    genres = {e["source_info"]["source_path"].split("/")[0] for e in data}
+    assert genres == {"Modernist_Novel", "Travel_Novel"}
+    chunks = sorted((workspace / "out" / "chunks").glob("novel_dataset_chunk_*.json"))
+    assert [len(json.loads(c.read_text())) for c in chunks] == [7, 7, 7, 7, 2]
+    index = json.loads((workspace / "out" / "chunks" / "chunks_index.json").read_text())
+    assert index["total_examples"] == 30 and index["failed_files"] == []
+    assert sum(f["exported"] for f in index["files"]) == 30
+    assert (workspace / "out" / "simple_dataset.parquet").exists()
+    # the runs are recorded in the persistent instance the UI reads
+    assert (workspace / "home" / "dagster.yaml").exists()
+
+
+def test_rerun_is_incremental_and_byte_identical(workspace, capsys):
+    assert generate(workspace, "--num-examples", "20") == 0
+    first = exports(workspace)
+    capsys.readouterr()
+    assert generate(workspace, "--num-examples", "20") == 0
+    assert "0 materialized" in capsys.readouterr().out
+    assert exports(workspace) == first
+    # a new file costs exactly one partition
+    src = next((workspace / "Novel" / "Travel_Novel").glob("*.txt"))
+    shutil.copy(src, src.with_name("B999_Copy.txt"))
+    assert generate(workspace, "--num-examples", "20") == 0
+    assert "1 materialized" in capsys.readouterr().out
+    # a changed seed makes every partition stale
+    assert generate(workspace, "--num-examples", "20", "--seed", "7") == 0
+    out = capsys.readouterr().out
+    n_files = len(list((workspace / "Novel").rglob("*.txt")))
+    assert f"{n_files} materialized" in out
+
+
+def test_bad_files_fail_their_own_partition(workspace, capsys):
+    (workspace / "Novel" / "Modernist_Novel" / "A998_Empty.txt").write_bytes(b"")
+    (workspace / "Novel" / "Travel_Novel" / "B998_Binary.txt").write_bytes(bytes(range(256)) * 40)
+    assert generate(workspace, "--num-examples", "12") == 1
+    captured = capsys.readouterr()
+    assert "A998_Empty" in captured.err and "B998_Binary" in captured.err
+    index = json.loads((workspace / "out" / "chunks" / "chunks_index.json").read_text())
+    failed = {f["source_path"]: f["reason"] for f in index["failed_files"]}
+    assert set(failed) == {"Modernist_Novel/A998_Empty.txt", "Travel_Novel/B998_Binary.txt"}
+    assert "empty" in failed["Modernist_Novel/A998_Empty.txt"].lower()
+    assert "binary" in failed["Travel_Novel/B998_Binary.txt"].lower()
+    assert index["total_examples"] > 0  # the good files were still exported
+    # removing the bad files: their partitions are deleted and the run is clean again
+    (workspace / "Novel" / "Modernist_Novel" / "A998_Empty.txt").unlink()
+    (workspace / "Novel" / "Travel_Novel" / "B998_Binary.txt").unlink()
+    assert generate(workspace, "--num-examples", "12") == 0
+    assert "removed: Modernist_Novel/A998_Empty" in capsys.readouterr().out
+
+
+def test_smaller_rerun_leaves_no_stale_chunk_files(workspace):
+    assert generate(workspace, "--num-examples", "40", "--chunk-size", "5") == 0
+    assert generate(workspace, "--num-examples", "10", "--chunk-size", "5") == 0
+    chunks = sorted(p.name for p in (workspace / "out" / "chunks").glob("novel_dataset_chunk_*.json"))
+    assert chunks == ["novel_dataset_chunk_001.json", "novel_dataset_chunk_002.json"]
+
+
+def test_max_files_is_per_genre(workspace, capsys):
+    assert generate(workspace, "--max-files", "1", "--num-examples", "10") == 0
+    data = json.loads((workspace / "out" / "simple_dataset.json").read_text(encoding="utf-8"))
+    paths = {e["source_info"]["source_path"] for e in data}
+    assert len(paths) == 2 and {p.split("/")[0] for p in paths} == {"Modernist_Novel", "Travel_Novel"}
+
+
+def test_llm_mode_with_server_down_fails_fast_and_writes_nothing(workspace, capsys):
+    started = time.monotonic()
+    code = generate(workspace, "--mode", "llm", "--ollama-host", "http://127.0.0.1:9", "--num-examples", "4")
+    assert code == 1 and time.monotonic() - started < 15
+    err = capsys.readouterr().err
+    assert "ollama serve" in err and "127.0.0.1:9" in err
+    assert not (workspace / "out").exists()
+
+
+def test_missing_input_dir_is_a_clear_error(workspace, capsys):
+    assert main(["generate", "--input-dir", str(workspace / "nope")]) == 2
+    assert "--input-dir" in capsys.readouterr().err
