@@ -213,7 +213,7 @@ _PREAMBLE = re.compile(
     r"(?:here(?:'s| is| are)\b[^\n:]*[:.]?|below is\b[^\n:]*:|(?:title|paragraph|literary paragraph)\s*:)\s*",
     re.I,
 )
-_HEADING = re.compile(r"^\s*(?:#+\s.*|\*\*[^*\n]+\*\*|[A-Z][^.!?\n]{0,60})\s*$")
+_MARKUP_HEADING = re.compile(r"^\s*(?:#+\s.*|\*\*[^*\n]+\*\*|title\s*:.*)\s*$", re.I)
 _QUOTES = "\"'“”‘’«»"
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _DIGIT = re.compile(r"\d")
@@ -257,12 +257,15 @@ def expected_labels(sensor_record: Mapping) -> dict[str, str]:
 
 def clean_generated(text: str) -> str:
     """Strips a preamble ("Here is a paragraph…:"), headings, wrapping quotes and markdown; one paragraph."""
-    text = text.strip()
-    text = _PREAMBLE.sub("", text, count=1)
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    while len(lines) > 1 and _HEADING.match(lines[0]) and not lines[0].rstrip().endswith((".", "!", "?")):
+    text = _PREAMBLE.sub("", text.strip(), count=1)
+    lines = text.splitlines()
+    while len(lines) > 1 and (not lines[0].strip() or _MARKUP_HEADING.match(lines[0])):
         lines.pop(0)
-    text = " ".join(ln.strip() for ln in lines)
+    blocks = [b for b in re.split(r"\n\s*\n", "\n".join(lines)) if b.strip()]
+    while len(blocks) > 1 and "\n" not in blocks[0].strip() and len(blocks[0].split()) <= 10 \
+            and not blocks[0].rstrip().endswith((".", "!", "?", '"', "”")):
+        blocks.pop(0)  # a bare title line above the paragraph
+    text = " ".join(ln.strip() for ln in "\n".join(blocks).splitlines() if ln.strip())
     text = text.replace("**", "").replace("__", "")
     if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES + ".!?":
         text = text.strip(_QUOTES).strip()

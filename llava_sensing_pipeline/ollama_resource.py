@@ -53,7 +53,7 @@ def normalize_host(host: str | None) -> str:
 class LLMReply:
     text: str
     cached: bool
-    latency_s: float  # wall time of the successful call (0 when cached)
+    latency_s: float  # wall time of the successful call (as recorded then, when cached)
     eval_count: int
     eval_duration_s: float
     attempts: int  # calls made for this reply (0 when cached)
@@ -174,7 +174,7 @@ class OllamaResource(ConfigurableResource):
         key = request_key(self.model, self.digest, messages, fmt, options)
         hit = self.cache.get(key)
         if hit is not None:
-            return LLMReply(hit["text"], True, 0.0, hit["eval_count"], hit["eval_duration_s"], 0)
+            return LLMReply(hit["text"], True, hit.get("latency_s", 0.0), hit["eval_count"], hit["eval_duration_s"], 0)
         rng = rng_for(0, key, "backoff")
         last: Exception | None = None
         for attempt in range(1, self.max_retries + 2):
@@ -196,9 +196,10 @@ class OllamaResource(ConfigurableResource):
                     "text": response.message.content or "",
                     "eval_count": int(response.eval_count or 0),
                     "eval_duration_s": (response.eval_duration or 0) / 1e9,
+                    "latency_s": round(time.monotonic() - started, 3),
                 }
                 self.cache.put(key, self.model, reply)
-                return LLMReply(reply["text"], False, time.monotonic() - started, reply["eval_count"],
+                return LLMReply(reply["text"], False, reply["latency_s"], reply["eval_count"],
                                 reply["eval_duration_s"], attempt)
             if attempt <= self.max_retries:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1) * rng.uniform(0.5, 1.5))

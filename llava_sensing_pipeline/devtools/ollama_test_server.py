@@ -24,6 +24,9 @@ Backends:
   the prompt as a user message, ``system`` as a system message) unless ``raw`` is true. Sampling
   defaults follow Ollama (temperature 0.8, top_k 40, top_p 0.9, min_p 0, repeat_penalty 1.1,
   repeat_last_n 64). With a fixed seed the output is reproducible on CPU, also under concurrency.
+  ``threads`` defaults to half the CPU cores: on a busy 2-core machine two engine threads wait on
+  each other's time slices and generation slows by 10-100x, one thread stays steady. Idle engine
+  threads sleep (no busy polling).
   xllamacpp also opens its own llama.cpp HTTP listener on a random loopback port; it is unused.
 - ``"scripted"``: no model. Replies come from a script: a callable ``GenerationRequest -> str``,
   an iterable of reply strings consumed in order (an HTTP 500 once exhausted), or one string
@@ -59,6 +62,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import signal
 import socket
@@ -80,6 +84,7 @@ OLLAMA_API_VERSION = "0.12.0"
 DEFAULT_PARALLEL = 2
 DEFAULT_CTX_PER_SLOT = 2048
 DEFAULT_FAULT_TIMEOUT_S = 30.0
+DEFAULT_THREADS = max(1, (os.cpu_count() or 2) // 2)
 KEEP_ALIVE_S = 300
 FAULT_KINDS = ("timeout", "garbage", "http500", "disconnect")
 GENERATION_PATHS = ("/api/generate", "/api/chat")
@@ -252,7 +257,7 @@ def _requested_model_name(raw_body: bytes) -> str:
         body = json.loads(raw_body)
     except (UnicodeDecodeError, json.JSONDecodeError):
         return "<invalid body>"
-    model = body.get("model") or body.get("name") if isinstance(body, dict) else None
+    model = (body.get("model") or body.get("name")) if isinstance(body, dict) else None
     return model if isinstance(model, str) else "<no model>"
 
 
@@ -314,12 +319,20 @@ class _EngineStream:
         self.on_piece = on_piece
         self.raw = raw
         self.error: Any = None
+        self.failure: Exception | None = None
         self.cancelled = False
         self.finish_reason: str | None = None
         self.timings: Mapping[str, Any] = {}
 
     def callback(self, chunk: Mapping[str, Any]) -> bool:
         """xllamacpp callback: returns True to stop the generation."""
+        try:
+            return self._consume(chunk)
+        except Exception as exc:  # xllamacpp would swallow it; result() re-raises it
+            self.failure = exc
+            return True
+
+    def _consume(self, chunk: Mapping[str, Any]) -> bool:
         if "error" in chunk:
             self.error = chunk["error"]
             return True
@@ -334,6 +347,8 @@ class _EngineStream:
 
     def result(self) -> GenerationResult:
         """The final statistics, or the engine's error / the cancellation as an exception."""
+        if self.failure is not None:
+            raise self.failure
         if self.cancelled:
             raise GenerationCancelled()
         if self.error is not None:
@@ -352,7 +367,7 @@ class _EngineStream:
 class LlamaBackend:
     """Real generation with xllamacpp: ``parallel`` slots of ``ctx_per_slot`` tokens each."""
 
-    def __init__(self, model_path: Path, parallel: int, ctx_per_slot: int) -> None:
+    def __init__(self, model_path: Path, parallel: int, ctx_per_slot: int, threads: int) -> None:
         import xllamacpp
 
         if not model_path.is_file():
@@ -366,6 +381,9 @@ class LlamaBackend:
         params.n_ctx = parallel * ctx_per_slot
         params.ctx_shift = False
         params.verbosity = -1
+        for cpu_params in (params.cpuparams, params.cpuparams_batch):
+            cpu_params.n_threads = threads
+            cpu_params.poll = 0
         self._engine: Any = xllamacpp.Server(params)
 
     def generate(self, request: GenerationRequest, on_piece: OnPiece) -> GenerationResult:
@@ -568,8 +586,7 @@ class _Handler(BaseHTTPRequestHandler):
             app._stats.begin(path)
         try:
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                self.raw_body = self.rfile.read(length) if length else b""
+                self.raw_body = self._read_body()
                 self.fault = app._admit(path, self.raw_body) if counted else None
                 if self.fault is None or app._apply_fault(self, path, self.fault):
                     self._route(app, path)
@@ -581,6 +598,17 @@ class _Handler(BaseHTTPRequestHandler):
             if counted:
                 app._stats.end()
 
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True
+            raise RequestError(411, "chunked request bodies are not supported; send a Content-Length")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError as exc:
+            self.close_connection = True
+            raise RequestError(400, "invalid Content-Length header") from exc
+        return self.rfile.read(length) if length > 0 else b""
+
     def _route(self, app: OllamaTestServer, path: str) -> None:
         methods = self.ROUTES.get(path)
         if methods is None:
@@ -588,7 +616,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.command not in methods:
             self.send_json(405, {"error": "method not allowed"})
         else:
-            getattr(app, f"handle_{methods[self.command]}")(self, path)
+            getattr(app, f"_handle_{methods[self.command]}")(self, path)
 
     def read_json(self) -> dict[str, Any]:
         """The request body as a JSON object (empty body: ``{}``)."""
@@ -644,6 +672,7 @@ class OllamaTestServer:
         port: int = 0,
         parallel: int = DEFAULT_PARALLEL,
         ctx_per_slot: int = DEFAULT_CTX_PER_SLOT,
+        threads: int = DEFAULT_THREADS,
         latency: float = 0.0,
         fault_timeout_s: float = DEFAULT_FAULT_TIMEOUT_S,
         model_info: ModelInfo = SMOLLM2_135M_INFO,
@@ -653,8 +682,10 @@ class OllamaTestServer:
             raise ValueError(f"backend must be 'llama' or 'scripted', got {backend!r}")
         if script is not None and backend != "scripted":
             raise ValueError("a script is only used with backend='scripted'")
-        if parallel < 1 or ctx_per_slot < 64 or latency < 0 or fault_timeout_s < 0:
-            raise ValueError("need parallel >= 1, ctx_per_slot >= 64, latency >= 0, fault_timeout_s >= 0")
+        if parallel < 1 or threads < 1 or ctx_per_slot < 64 or latency < 0 or fault_timeout_s < 0:
+            raise ValueError(
+                "need parallel >= 1, threads >= 1, ctx_per_slot >= 64, latency >= 0, fault_timeout_s >= 0"
+            )
         self.model_path = Path(model_path) if model_path is not None else None
         self.model_name = model_name
         self.backend_kind = backend
@@ -662,6 +693,7 @@ class OllamaTestServer:
         self.port = port
         self.parallel = parallel
         self.ctx_per_slot = ctx_per_slot
+        self.threads = threads
         self.latency = latency
         self.fault_timeout_s = fault_timeout_s
         self.model_info = model_info
@@ -687,7 +719,7 @@ class OllamaTestServer:
             raise RuntimeError(f"OllamaTestServer is already running at {self.url}")
         if self.backend_kind == "llama":
             self.model_path = self.model_path or ensure_test_model()
-            self._backend = LlamaBackend(self.model_path, self.parallel, self.ctx_per_slot)
+            self._backend = LlamaBackend(self.model_path, self.parallel, self.ctx_per_slot, self.threads)
         else:
             self._backend = ScriptedBackend(self._script)
         if self.model_path is not None and self.model_path.is_file():
@@ -838,16 +870,16 @@ class OllamaTestServer:
 
     # ----------------------------------------------------------------- API handlers
 
-    def handle_root(self, handler: _Handler, path: str) -> None:
+    def _handle_root(self, handler: _Handler, path: str) -> None:
         handler.send_text(200, "Ollama is running")
 
-    def handle_version(self, handler: _Handler, path: str) -> None:
+    def _handle_version(self, handler: _Handler, path: str) -> None:
         handler.send_json(200, {"version": OLLAMA_API_VERSION})
 
-    def handle_tags(self, handler: _Handler, path: str) -> None:
+    def _handle_tags(self, handler: _Handler, path: str) -> None:
         handler.send_json(200, {"models": [self._model_entry()]})
 
-    def handle_ps(self, handler: _Handler, path: str) -> None:
+    def _handle_ps(self, handler: _Handler, path: str) -> None:
         expires = datetime.fromtimestamp(self._last_used, timezone.utc) + timedelta(seconds=KEEP_ALIVE_S)
         entry = {
             **self._model_entry(), "expires_at": utc_timestamp(expires), "size_vram": 0,
@@ -862,7 +894,7 @@ class OllamaTestServer:
             raise RequestError(400, "model is required")
         return model
 
-    def handle_show(self, handler: _Handler, path: str) -> None:
+    def _handle_show(self, handler: _Handler, path: str) -> None:
         model = self._requested_model(handler.read_json())
         if not self.serves(model):
             raise RequestError(404, not_found_message(model))
@@ -878,13 +910,14 @@ class OllamaTestServer:
                 "general.size_label": info.parameter_size,
                 "test_server.backend": self.backend_kind,
                 "test_server.parallel": self.parallel,
+                "test_server.threads": self.threads,
                 "test_server.context_length_per_slot": self.ctx_per_slot,
             },
             "capabilities": ["completion"],
             "modified_at": utc_timestamp(self._modified_at),
         })
 
-    def handle_pull(self, handler: _Handler, path: str) -> None:
+    def _handle_pull(self, handler: _Handler, path: str) -> None:
         body = handler.read_json()
         model = self._requested_model(body)
         if not self.serves(model):
@@ -904,21 +937,21 @@ class OllamaTestServer:
             handler.write_line(line)
         handler.end_stream()
 
-    def handle_generate(self, handler: _Handler, path: str) -> None:
-        self._handle_generation(handler, path, "generate")
+    def _handle_generate(self, handler: _Handler, path: str) -> None:
+        self._reply_to_generation(handler, "generate")
 
-    def handle_chat(self, handler: _Handler, path: str) -> None:
-        self._handle_generation(handler, path, "chat")
+    def _handle_chat(self, handler: _Handler, path: str) -> None:
+        self._reply_to_generation(handler, "chat")
 
-    def handle_test_stats(self, handler: _Handler, path: str) -> None:
+    def _handle_test_stats(self, handler: _Handler, path: str) -> None:
         handler.send_json(200, self.stats())
 
-    def handle_test_reset(self, handler: _Handler, path: str) -> None:
+    def _handle_test_reset(self, handler: _Handler, path: str) -> None:
         handler.read_json()
         self.reset()
         handler.send_json(200, {"status": "ok"})
 
-    def handle_test_faults(self, handler: _Handler, path: str) -> None:
+    def _handle_test_faults(self, handler: _Handler, path: str) -> None:
         if handler.command == "POST":
             body = handler.read_json()
             unknown = sorted(set(body) - {"kind", "count", "path", "seconds", "content"})
@@ -930,7 +963,7 @@ class OllamaTestServer:
                 raise RequestError(400, str(exc)) from exc
         handler.send_json(200, {"pending": self.pending_faults()})
 
-    def handle_test_script(self, handler: _Handler, path: str) -> None:
+    def _handle_test_script(self, handler: _Handler, path: str) -> None:
         replies = handler.read_json().get("replies")
         if not isinstance(replies, list) or not all(isinstance(reply, str) for reply in replies):
             raise RequestError(400, 'expected {"replies": [string, ...]}')
@@ -941,7 +974,7 @@ class OllamaTestServer:
 
     # ----------------------------------------------------------------- generation
 
-    def _handle_generation(self, handler: _Handler, path: str, endpoint: Literal["generate", "chat"]) -> None:
+    def _reply_to_generation(self, handler: _Handler, endpoint: Literal["generate", "chat"]) -> None:
         started = time.perf_counter_ns()
         body = handler.read_json()
         request = parse_generation_request(endpoint, body)
@@ -1042,6 +1075,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("llama", "scripted"), default="llama")
     parser.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL)
     parser.add_argument("--ctx-per-slot", type=int, default=DEFAULT_CTX_PER_SLOT)
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="engine CPU threads (default: half the cores; more threads stall badly "
+                             "when other processes compete for the cores)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each generate/chat")
     parser.add_argument("--fault-timeout", type=float, default=DEFAULT_FAULT_TIMEOUT_S,
                         help="seconds a 'timeout' fault waits")
@@ -1054,7 +1090,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_arg_parser().parse_args(argv)
     server = OllamaTestServer(
         args.model_path, model_name=args.model_name, backend=args.backend, host=args.host,
-        port=args.port, parallel=args.parallel, ctx_per_slot=args.ctx_per_slot, latency=args.latency,
+        port=args.port, parallel=args.parallel, ctx_per_slot=args.ctx_per_slot, threads=args.threads,
+        latency=args.latency,
         fault_timeout_s=args.fault_timeout, log_requests=not args.quiet,
     )
     stop_requested = threading.Event()

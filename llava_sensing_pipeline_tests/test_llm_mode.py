@@ -1,0 +1,187 @@
+"""The LLM modes end to end through the CLI and the real ``ollama`` client.
+
+Most tests use the scripted test server (fast, deterministic replies, injected faults); one runs the real
+SmolLM2-135M model through xllamacpp, as Ollama would serve it.
+"""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llava_sensing_pipeline.cli import main
+from llava_sensing_pipeline.devtools.ollama_test_server import RequestError
+from llava_sensing_pipeline.environment import ENV_FIELDS, analyze_rules
+from llava_sensing_pipeline.generation import check_quality
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "smollm2:135m"
+
+
+def passage_of(request) -> str:
+    return request.messages[-1]["content"].split('"""')[1]
+
+
+def reading(prompt: str, name: str) -> str:
+    match = re.search(rf"- {name}: (.+)", prompt)
+    return match.group(1).strip() if match else ""
+
+
+def faithful_script(request) -> str:
+    """Analysis requests get the rule labels as JSON; generation requests a first-person paragraph that echoes
+    the readings in words (so it aligns with the sensor record)."""
+    if request.format:
+        labels = analyze_rules(passage_of(request)).labels()
+        return json.dumps({**labels, "confidence": 0.9})
+    prompt = request.messages[-1]["content"]
+    cues = ", ".join(x for x in (reading(prompt, n) for n in ("Temperature", "Humidity", "Weather", "Time of day"))
+                     if x)
+    return f"Here is the paragraph:\n\nI register {cues} around me. " + BODY
+
+
+BODY = " ".join([
+    "I move along the path and my sensors gather the world as I go.",
+    "I notice the texture of the ground beneath my feet, the grit and give of it, and the faint sound of my joints.",
+    "My attention turns slowly from one small thing to the next, a leaf, a stone, the edge of a shadow.",
+    "Somewhere behind me a door closes, and I wonder who lives there and what they think of a machine like me.",
+    "I keep a careful pace, because the way is uneven and I want to remember every part of it.",
+    "The light changes as I go, thinning and gathering again, and my eyes adjust with a soft mechanical sigh.",
+    "I think of the people who walked here before me, of their voices and their errands and their long afternoons.",
+    "Every surface tells me something: the roughness of bark, the chill of iron railings, the patience of old walls.",
+    "I record it all, yet what I keep is not the record but the feeling of passing through.",
+    "When I stop at last, I listen to the quiet settle around me, and I am grateful to be here, sensing, awake.",
+])
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    shutil.copytree(REPO / "Novel", tmp_path / "Novel", ignore=shutil.ignore_patterns("*.md"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "storage"))
+    monkeypatch.setenv("LLAVA_SENSING_LLM_CACHE", str(tmp_path / "cache.sqlite"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(ws, server, mode, *extra):
+    return main(["generate", "--mode", mode, "--input-dir", str(ws / "Novel"), "--output-dir", str(ws / "out"),
+                 "--model", MODEL, "--ollama-host", server.url, "--parallel", "2", "--max-retries", "1", *extra])
+
+
+def dataset(ws, mode):
+    return json.loads((ws / "out" / f"{mode}_dataset.json").read_text(encoding="utf-8"))
+
+
+def test_llm_mode_scripted_end_to_end_then_cached(workspace, scripted_ollama, capsys):
+    scripted_ollama.set_script(faithful_script)
+    assert run(workspace, scripted_ollama, "llm", "--num-examples", "12", "--min-alignment", "0.5") == 0
+    data = dataset(workspace, "llm")
+    assert len(data) == 12
+    for e in data:
+        meta = e["metadata"]
+        assert meta["generation_method"] == "ollama_llm" and meta["generation_model"] == MODEL
+        assert meta["model_digest"] == scripted_ollama.digest and 1 <= meta["generation_attempts"] <= 3
+        assert {"generation_options", "generation_seed", "alignment_score", "latency_s", "eval_tokens"} <= set(meta)
+        assert not e["target_paragraph"].startswith("Here is")
+        assert check_quality(e["target_paragraph"], e["sensor_data"], min_alignment=0.5).ok
+        analysis = e["source_info"]["environmental_analysis"]
+        assert analysis["source"] == "llm" and "raw_reply" in analysis
+    stats = scripted_ollama.stats()
+    # one analysis (plus the margin) and one generation per accepted example
+    assert stats["chat"] <= 12 * 1.25 + 6 + 12
+    # re-materializing everything pays nothing: every reply comes from the cache
+    scripted_ollama.reset()
+    assert run(workspace, scripted_ollama, "llm", "--num-examples", "12", "--min-alignment", "0.5", "--force") == 0
+    assert scripted_ollama.stats()["chat"] == 0
+    assert dataset(workspace, "llm") == data
+
+
+def test_hybrid_mode_keeps_the_source_passage(workspace, scripted_ollama):
+    scripted_ollama.set_script(faithful_script)
+    assert run(workspace, scripted_ollama, "hybrid", "--num-examples", "6") == 0
+    data = dataset(workspace, "hybrid")
+    assert len(data) == 6
+    for e in data:
+        assert e["metadata"]["generation_method"] == "source_excerpt"
+        assert e["source_info"]["environmental_analysis"]["source"] == "llm"
+    # only analysis requests were made
+    assert scripted_ollama.stats()["chat"] <= 6 * 2
+
+
+def test_invalid_labels_are_validated_and_filled_by_rules(workspace, scripted_ollama):
+    def sloppy(request):
+        if request.format:
+            return json.dumps({"weather": "sunny-ish", "location": "village", "time_of_day": "Dusk",
+                               "confidence": "0.95"})
+        return faithful_script(request)
+
+    scripted_ollama.set_script(sloppy)
+    assert run(workspace, scripted_ollama, "hybrid", "--num-examples", "4", "--confidence-threshold", "0.0") == 0
+    from llava_sensing_pipeline.environment import VOCABULARY
+
+    for e in dataset(workspace, "hybrid"):
+        norm = e["source_info"]["environmental_analysis_normalized"]
+        assert all(norm[f] in VOCABULARY[f] for f in ENV_FIELDS)
+        assert norm["time_of_day"] == "evening"
+
+
+def test_failed_partition_reruns_only_its_unfinished_chunks(workspace, scripted_ollama, capsys):
+    """One file's generations fail (HTTP 500) on the first run: only that partition fails, the others are
+    exported; the re-run materializes only that partition and pays only for its unfinished chunks."""
+    broken = {"on": True}
+
+    def script(request):
+        text = request.messages[-1]["content"]
+        if broken["on"] and not request.format and "travel novel" in text:
+            raise RequestError(500, "injected failure for travel generations")
+        return faithful_script(request)
+
+    scripted_ollama.set_script(script)
+    assert run(workspace, scripted_ollama, "llm", "--num-examples", "12", "--min-alignment", "0.5",
+               "--max-files", "2") == 1
+    err = capsys.readouterr().err
+    assert "Travel_Novel/B901_Salt_Roads" in err and "Modernist_Novel" not in err
+    index = json.loads((workspace / "out" / "chunks" / "chunks_index.json").read_text())
+    assert {f["source_path"].split("/")[0] for f in index["failed_files"]} == {"Travel_Novel"}
+    assert index["total_examples"] > 0
+    analysed_before = scripted_ollama.stats()["chat"]
+    broken["on"] = False
+    scripted_ollama.reset()
+    assert run(workspace, scripted_ollama, "llm", "--num-examples", "12", "--min-alignment", "0.5",
+               "--max-files", "2") == 0
+    out = capsys.readouterr().out
+    assert "2 materialized" in out and "2 up to date" in out  # only the two travel files
+    # their analyses were cached by the failed run: only generations are paid for now
+    assert 0 < scripted_ollama.stats()["chat"] < analysed_before
+    assert len(dataset(workspace, "llm")) == 12
+
+
+def test_garbage_and_timeouts_beyond_the_failure_share_fail_the_partition(workspace, scripted_ollama, capsys):
+    scripted_ollama.set_script(faithful_script)
+    scripted_ollama.inject_fault("http500", count=1000, path="/api/chat")
+    assert run(workspace, scripted_ollama, "llm", "--num-examples", "4", "--max-files", "1") == 1
+    err = capsys.readouterr().err
+    assert "failed after retries" in err
+    assert not (workspace / "out" / "llm_dataset.json").exists()
+
+
+def test_real_model_llm_and_hybrid(workspace, real_ollama):
+    """The real SmolLM2-135M through xllamacpp: contracts only (schema, filter, counts, cache), not prose."""
+    relaxed = ["--min-words", "40", "--max-words", "400", "--min-alignment", "0", "--confidence-threshold", "0.0",
+               "--max-files", "1", "--num-examples", "2"]
+    assert run(workspace, real_ollama, "llm", *relaxed) in (0, 1)
+    path = workspace / "out" / "llm_dataset.json"
+    assert path.exists(), "no file produced any accepted paragraph"
+    data = dataset(workspace, "llm")
+    assert 1 <= len(data) <= 2
+    for e in data:
+        assert check_quality(e["target_paragraph"], e["sensor_data"], min_words=40, max_words=400,
+                             min_alignment=0).ok
+        assert e["metadata"]["model_digest"] == real_ollama.digest
+    real_ollama.reset()
+    assert run(workspace, real_ollama, "llm", *relaxed, "--force") in (0, 1)
+    assert real_ollama.stats()["chat"] == 0  # all from the cache
+    assert run(workspace, real_ollama, "hybrid", *relaxed) == 0
+    assert len(dataset(workspace, "hybrid")) == 2

@@ -1,0 +1,112 @@
+"""The Ollama resource against the scripted test server, through the real ``ollama`` client, with faults."""
+
+import time
+
+import pytest
+
+from llava_sensing_pipeline.ollama_resource import (
+    CallStats,
+    LLMCallFailed,
+    OllamaResource,
+    OllamaUnavailable,
+    ResponseCache,
+    normalize_host,
+)
+
+MODEL = "smollm2:135m"
+MESSAGES = [{"role": "user", "content": "Say something."}]
+
+
+def resource(url, tmp_path, **kw):
+    return OllamaResource(host=url, model=MODEL, cache_path=str(tmp_path / "cache.sqlite"), backoff_s=0.01,
+                          timeout_s=kw.pop("timeout_s", 5.0), **kw)
+
+
+def test_normalize_host():
+    assert normalize_host("0.0.0.0:11434") == "http://127.0.0.1:11434"
+    assert normalize_host("localhost") == "http://localhost:11434"
+    assert normalize_host("https://gpu-box:8443/") == "https://gpu-box:8443"
+
+
+def test_check_ready_returns_the_digest(scripted_ollama, tmp_path):
+    assert resource(scripted_ollama.url, tmp_path).check_ready() == scripted_ollama.digest
+
+
+def test_missing_model_says_ollama_pull(scripted_ollama, tmp_path):
+    r = OllamaResource(host=scripted_ollama.url, model="llama3.1:8b", cache_path=str(tmp_path / "c.sqlite"))
+    with pytest.raises(OllamaUnavailable, match=r"ollama pull llama3\.1:8b"):
+        r.check_ready()
+
+
+def test_server_down_says_ollama_serve_and_fails_fast(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(OllamaUnavailable, match="ollama serve") as info:
+        resource("http://127.0.0.1:9", tmp_path).check_ready()
+    assert "http://127.0.0.1:9" in str(info.value) and time.monotonic() - started < 6
+
+
+def test_chat_is_cached_across_resources(scripted_ollama, tmp_path):
+    scripted_ollama.set_script("hello there")
+    first = resource(scripted_ollama.url, tmp_path).chat(MESSAGES, options={"seed": 1})
+    assert first.text == "hello there" and not first.cached and first.attempts == 1
+    calls = scripted_ollama.stats()["chat"]
+    again = resource(scripted_ollama.url, tmp_path).chat(MESSAGES, options={"seed": 1})
+    assert again.cached and again.text == "hello there"
+    assert scripted_ollama.stats()["chat"] == calls
+    # other options are another request
+    resource(scripted_ollama.url, tmp_path).chat(MESSAGES, options={"seed": 2})
+    assert scripted_ollama.stats()["chat"] == calls + 1
+
+
+@pytest.mark.parametrize("kind", ["http500", "disconnect"])
+def test_transient_faults_are_retried(scripted_ollama, tmp_path, kind):
+    scripted_ollama.set_script("fine")
+    scripted_ollama.inject_fault(kind, count=2, path="/api/chat")
+    reply = resource(scripted_ollama.url, tmp_path, max_retries=3).chat(MESSAGES, options={})
+    assert reply.text == "fine" and reply.attempts == 3
+
+
+def test_timeouts_are_retried_then_fail_with_a_message(scripted_ollama, tmp_path):
+    scripted_ollama.set_script("late")
+    scripted_ollama.inject_fault("timeout", count=5, path="/api/chat", seconds=3)
+    r = resource(scripted_ollama.url, tmp_path, timeout_s=0.3, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(LLMCallFailed, match="after 2 attempts"):
+        r.chat(MESSAGES, options={})
+    assert time.monotonic() - started < 3
+
+
+def test_garbage_reply_comes_back_as_text(scripted_ollama, tmp_path):
+    scripted_ollama.inject_fault("garbage", path="/api/chat", content="{not json")
+    reply = resource(scripted_ollama.url, tmp_path).chat(MESSAGES, options={}, fmt="json")
+    assert reply.text == "{not json"
+
+
+def test_model_removed_mid_run_is_unavailable(scripted_ollama, tmp_path):
+    r = resource(scripted_ollama.url, tmp_path)
+    r.check_ready()
+    gone = OllamaResource(host=scripted_ollama.url, model="other:1b", cache_path=str(tmp_path / "c.sqlite"))
+    gone._digest = "x"  # as if it had been checked before the model was removed
+    with pytest.raises(OllamaUnavailable, match="ollama pull other:1b"):
+        gone.chat(MESSAGES, options={})
+
+
+def test_response_cache_round_trip(tmp_path):
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    cache.put("k", "m", {"text": "t", "eval_count": 3, "eval_duration_s": 0.5})
+    assert cache.get("k")["text"] == "t" and cache.get("missing") is None and len(cache) == 1
+    cache.close()
+    assert ResponseCache(tmp_path / "c.sqlite").get("k")["eval_count"] == 3
+
+
+def test_call_stats_summary():
+    from llava_sensing_pipeline.ollama_resource import LLMReply
+
+    stats = CallStats()
+    stats.record(LLMReply("a", False, 1.0, 100, 2.0, 1))
+    stats.record(LLMReply("b", False, 3.0, 100, 2.0, 2))
+    stats.record(LLMReply("c", True, 0.0, 100, 2.0, 0))
+    stats.record_failure(4)
+    s = stats.summary("x")
+    assert s["x_llm_calls"] == 7 and s["x_cache_hits"] == 1 and s["x_failed_requests"] == 1
+    assert s["x_tokens_per_second"] == 50.0 and s["x_latency_p95_s"] == 3.0
