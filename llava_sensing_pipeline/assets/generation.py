@@ -112,7 +112,7 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
                     "model_digest": digest, "llm_success": True, "generation_attempts": attempt,
                     "generation_options": options, "generation_seed": seed, "alignment_score": quality.alignment,
                     "sensor_to_text_mapping": quality.mapping, "latency_s": round(reply.latency_s, 3),
-                    "eval_tokens": reply.eval_count, "from_cache": reply.cached,
+                    "eval_tokens": reply.eval_count,
                 }
                 return Outcome(True, _example_row(table, pos, rank, key, settings, quality.text, prompt, provenance))
             rejections.update(quality.reasons)
