@@ -34,30 +34,30 @@ def _positive(value: str) -> int:
     return number
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llava-sensing", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="materialize the graph for the novels in --input-dir and export the dataset")
-    gen.add_argument("--mode", choices=["simple", "hybrid", "llm"], default="simple",
-                     help="simple: rule analysis, source passage as target; hybrid: LLM analysis, source passage; "
-                          "llm: LLM analysis and an LLM-written paragraph")
-    gen.add_argument("--input-dir", default="Novel", help="folder with Modernist_Novel/ and Travel_Novel/ (default: Novel)")
-    gen.add_argument("--output-dir", default="data/processed", help="export folder (default: data/processed)")
-    gen.add_argument("--max-files", type=_positive, default=None, help="files per genre folder, first in sorted order")
-    gen.add_argument("--num-examples", type=int, default=None,
-                     help="examples in the export, spread evenly over the files (default: 100 per file)")
-    gen.add_argument("--chunk-size", type=_positive, default=100, help="examples per export chunk file (default: 100)")
-    gen.add_argument("--chunk-chars", type=_positive, default=500, help="target characters per text chunk (default: 500)")
-    gen.add_argument("--min-chunk-chars", type=_positive, default=None, help="default: 40%% of --chunk-chars")
-    gen.add_argument("--max-chunk-chars", type=_positive, default=None, help="default: 200%% of --chunk-chars")
-    gen.add_argument("--min-confidence", type=float, default=0.15,
-                     help="minimum environment-analysis confidence for a chunk to become an example (default: 0.15)")
-    gen.add_argument("--seed", type=int, default=42, help="global seed of every random draw (default: 42)")
-    gen.add_argument("--batch-size", type=_positive, default=None,
-                     help="partitions per Dagster run (default: 50 in simple mode, 1 in the LLM modes)")
-    gen.add_argument("--force", action="store_true", help="re-materialize every selected partition")
-    gen.add_argument("--verbose", "-v", action="store_true", help="show Dagster's step logs")
-    llm = gen.add_argument_group("LLM modes (hybrid, llm)")
+def _run_options() -> argparse.ArgumentParser:
+    """The options ``generate`` and ``backfill`` share (the earlier scripts' flags, kebab-case)."""
+    opts = argparse.ArgumentParser(add_help=False)
+    opts.add_argument("--mode", choices=["simple", "hybrid", "llm"], default="simple",
+                      help="simple: rule analysis, source passage as target; hybrid: LLM analysis, source passage; "
+                           "llm: LLM analysis and an LLM-written paragraph")
+    opts.add_argument("--input-dir", default="Novel",
+                      help="folder with Modernist_Novel/ and Travel_Novel/ (default: Novel)")
+    opts.add_argument("--output-dir", default="data/processed", help="export folder (default: data/processed)")
+    opts.add_argument("--max-files", type=_positive, default=None, help="files per genre folder, first in sorted order")
+    opts.add_argument("--num-examples", type=int, default=None,
+                      help="examples in the export, spread evenly over the files (default: 100 per file)")
+    opts.add_argument("--chunk-size", type=_positive, default=100, help="examples per export chunk file (default: 100)")
+    opts.add_argument("--chunk-chars", type=_positive, default=500,
+                      help="target characters per text chunk (default: 500)")
+    opts.add_argument("--min-chunk-chars", type=_positive, default=None, help="default: 40%% of --chunk-chars")
+    opts.add_argument("--max-chunk-chars", type=_positive, default=None, help="default: 200%% of --chunk-chars")
+    opts.add_argument("--min-confidence", type=float, default=0.15,
+                      help="minimum rule-analysis confidence for a chunk to become an example (default: 0.15)")
+    opts.add_argument("--seed", type=int, default=42, help="global seed of every random draw (default: 42)")
+    opts.add_argument("--batch-size", type=_positive, default=None,
+                      help="partitions per Dagster run (default: 50 in simple mode, 1 in the LLM modes)")
+    opts.add_argument("--verbose", "-v", action="store_true", help="show Dagster's step logs")
+    llm = opts.add_argument_group("LLM modes (hybrid, llm)")
     llm.add_argument("--model", default=None, help="Ollama model (default: $LLAVA_SENSING_MODEL or llama3.1:8b)")
     llm.add_argument("--ollama-host", default=None, help="server URL (default: $OLLAMA_HOST or http://localhost:11434)")
     llm.add_argument("--parallel", type=_positive, default=None,
@@ -70,10 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help="minimum keyword alignment of a generated paragraph with its sensor record (default: 0.3)")
     llm.add_argument("--min-words", type=_positive, default=120, help="shortest accepted paragraph (default: 120)")
     llm.add_argument("--max-words", type=_positive, default=300, help="longest accepted paragraph (default: 300)")
+    return opts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llava-sensing", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    opts = _run_options()
+    gen = sub.add_parser("generate", parents=[opts],
+                         help="materialize what is missing or stale for the novels in --input-dir, then export")
+    gen.add_argument("--force", action="store_true", help="re-materialize every selected partition")
+    back = sub.add_parser("backfill", parents=[opts],
+                          help="re-materialize all partitions, one genre, or only the failed and missing ones")
+    which = back.add_mutually_exclusive_group()
+    which.add_argument("--genre", help="only this genre folder, e.g. Travel_Novel")
+    which.add_argument("--failed", action="store_true", help="only partitions that failed or were never materialized")
+    status = sub.add_parser("status", help="a table of partitions: last state, chunks, examples")
+    status.add_argument("--genre", help="only this genre folder")
     return parser
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """``generate`` and ``backfill``: materialize the selected partitions through Dagster, then export."""
     from .settings import PipelineSettings, chunk_bounds
 
     min_chars, max_chars = chunk_bounds(args.chunk_chars, args.min_chunk_chars, args.max_chunk_chars)
@@ -114,13 +132,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"error: no .txt novels under {settings.input_dir}: expected Modernist_Novel/*.txt and "
               "Travel_Novel/*.txt", file=sys.stderr)
         return 2
+    targets = None
+    if args.command == "backfill":
+        targets = backfill_targets(args, files)
+        if not targets:
+            print("backfill: nothing to do (no partition matches)")
     batch = args.batch_size or (50 if args.mode == "simple" else 1)
     print(f"llava-sensing: {len(files)} file(s) from {args.input_dir}, mode {args.mode}, seed {args.seed}, "
           f"DAGSTER_HOME={home}")
     with DagsterInstance.get() as instance:
         runner = Runner(build_definitions(settings, ollama=ollama), instance, settings, batch_size=batch,
                         verbose=args.verbose)
-        report = runner.run(files, present, force=args.force)
+        report = runner.run(files, present, force=getattr(args, "force", False), only=targets)
     return print_summary(report, settings)
 
 
@@ -153,10 +176,57 @@ def print_summary(report, settings) -> int:
     return 0 if report.export_ok and not report.failures else 1
 
 
+def backfill_targets(args: argparse.Namespace, files) -> list[str]:
+    """The partitions a backfill covers: all selected ones, one genre's, or those that failed or never ran."""
+    keys = [f.key for f in files]
+    if args.genre:
+        keys = [f.key for f in files if f.genre == args.genre]
+        if not keys:
+            genres = sorted({f.genre for f in files})
+            raise SystemExit(f"error: no files in genre {args.genre!r}; genres here: {', '.join(genres)}")
+    if args.failed:
+        from dagster import DagsterInstance
+
+        from .runner import partition_states
+
+        with DagsterInstance.get() as instance:
+            states = partition_states(instance, keys)
+        keys = [k for k in keys if states[k] in ("failed", "missing")]
+    return keys
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    ensure_dagster_home()
+    from dagster import DagsterInstance
+
+    from .partitions import genre_of, registered_keys
+    from .runner import latest_metadata, partition_states
+
+    with DagsterInstance.get() as instance:
+        keys = [k for k in registered_keys(instance) if not args.genre or genre_of(k) == args.genre]
+        states = partition_states(instance, keys)
+        chunks = latest_metadata(instance, "text_chunks", keys)
+        examples = latest_metadata(instance, "generated_examples", keys)
+    if not keys:
+        print("no partitions registered yet: run `llava-sensing generate` (or start the sensor in the UI)")
+        return 0
+    width = max(len(k) for k in keys)
+    print(f"{'partition':<{width}}  {'state':<12}  {'chunks':>7}  {'candidates':>10}  {'accepted':>8}")
+    for key in sorted(keys):
+        ex = examples.get(key, {})
+        print(f"{key:<{width}}  {states[key]:<12}  {chunks.get(key, {}).get('chunks', '-')!s:>7}  "
+              f"{ex.get('candidates', '-')!s:>10}  {ex.get('accepted', '-')!s:>8}")
+    counts = {s: list(states.values()).count(s) for s in sorted(set(states.values()))}
+    print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "generate":
+    if args.command in ("generate", "backfill"):
         return cmd_generate(args)
+    if args.command == "status":
+        return cmd_status(args)
     raise AssertionError(args.command)
 
 

@@ -20,11 +20,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, Definitions
+from dagster import (
+    AssetKey,
+    AssetPartitionStatus,
+    AssetRecordsFilter,
+    DagsterEventType,
+    DagsterInstance,
+    Definitions,
+)
 
 from .assets._partitioned import FAILED_PARTITIONS_KEY
 from .jobs import EXPORT_JOB, PER_FILE_JOB
-from .partitions import NovelFile, discover_novels, registered_keys, selection_quotas, sync_partitions
+from .partitions import (
+    NovelFile,
+    discover_novels,
+    novel_partitions,
+    registered_keys,
+    selection_quotas,
+    sync_partitions,
+)
 from .settings import PipelineSettings
 from .versions import partition_fingerprint
 
@@ -167,12 +181,20 @@ class Runner:
         for part in contiguous_ranges(order, set(rest), self.batch_size):
             self._materialize(part, report)
 
-    def run(self, files: list[NovelFile], all_present: set[str], force: bool = False) -> RunReport:
+    def run(self, files: list[NovelFile], all_present: set[str], force: bool = False,
+            only: list[str] | None = None) -> RunReport:
+        """Materializes what is stale among ``files`` (all of them with ``force``, or exactly ``only``), then
+        exports ``files``."""
         started = time.monotonic()
         added, removed = sync_partitions(self.instance, files, all_present)
         for key in removed:
             self.echo(f"removed: {key} (its file is gone; partition deleted, not exported)")
-        stale = [f.key for f in files] if force else stale_partitions(self.instance, self.settings, files, self.model)
+        if only is not None:
+            stale = list(only)
+        elif force:
+            stale = [f.key for f in files]
+        else:
+            stale = stale_partitions(self.instance, self.settings, files, self.model)
         report = RunReport(selected=files, added=added, removed=removed, stale=stale)
         self.order = registered_keys(self.instance)
         batches = contiguous_ranges(self.order, set(stale), self.batch_size)
@@ -198,6 +220,29 @@ class Runner:
             report.export_error = _failure_message(result)
         report.seconds = time.monotonic() - started
         return report
+
+
+PER_FILE_ASSET_NAMES = ("novel_files", "text_chunks", "environment_features", "sensor_records", "style_labels",
+                        "generated_examples")
+
+
+def partition_states(instance: DagsterInstance, keys: Sequence[str]) -> dict[str, str]:
+    """``materialized`` (the last per-file asset is), ``failed`` (some per-file asset's last attempt failed),
+    ``in_progress`` or ``missing``, per partition key."""
+    statuses = {name: instance.get_status_by_partition(AssetKey(name), keys, novel_partitions) or {}
+                for name in PER_FILE_ASSET_NAMES}
+    states = {}
+    for key in keys:
+        per_asset = [statuses[name].get(key) for name in PER_FILE_ASSET_NAMES]
+        if any(s == AssetPartitionStatus.FAILED for s in per_asset):
+            states[key] = "failed"
+        elif any(s == AssetPartitionStatus.IN_PROGRESS for s in per_asset):
+            states[key] = "in_progress"
+        elif per_asset[-1] == AssetPartitionStatus.MATERIALIZED:
+            states[key] = "materialized"
+        else:
+            states[key] = "missing"
+    return states
 
 
 def select_files(settings: PipelineSettings) -> tuple[list[NovelFile], set[str]]:
