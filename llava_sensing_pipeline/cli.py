@@ -121,7 +121,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         except OllamaUnavailable as exc:
             print(f"error: --mode {args.mode} needs an LLM: {exc}\nNothing was written.", file=sys.stderr)
             return 1
-        print(f"llm: {ollama.model} ({digest[:12] or 'no digest'}) at {ollama.url}, {ollama.parallel} parallel")
+        print(f"llm: {ollama.model} ({digest[:12] or 'no digest'}) at {ollama.url}, "
+              f"{ollama.parallel} parallel per host, {ollama.total_slots} in all")
 
     try:
         files, present = select_files(settings)

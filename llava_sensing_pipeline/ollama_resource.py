@@ -101,67 +101,215 @@ def request_key(model: str, digest: str, messages: list[dict], fmt: Any, options
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def parse_hosts(host: str | None, env: dict[str, str] | None = None) -> list[str]:
+    """Hosts from ``host`` (comma-separated allowed), else ``$OLLAMA_HOSTS``, else ``$OLLAMA_HOST``, else localhost."""
+    env = os.environ if env is None else env
+    raw = host or env.get("OLLAMA_HOSTS") or env.get("OLLAMA_HOST") or DEFAULT_HOST
+    hosts = [normalize_host(h) for h in raw.split(",") if h.strip()]
+    return list(dict.fromkeys(hosts)) or [DEFAULT_HOST]
+
+
+@dataclass
+class Host:
+    """One server of the pool: its slots, health and throughput."""
+
+    url: str
+    client: ollama.Client
+    in_use: int = 0
+    down_until: float = 0.0  # monotonic time; 0 = healthy
+    cooldown_s: float = 0.0
+    probing: bool = False
+    requests: int = 0
+    failures: int = 0
+    tokens: int = 0
+    busy_s: float = 0.0
+
+
+class HostPool:
+    """Spreads requests over hosts by free slots; a host whose requests fail to connect is taken out of rotation
+    and probed (``/api/tags``) after a cool-down that doubles while it stays down (5 s up to 60 s)."""
+
+    def __init__(self, urls: list[str], slots: int, timeout_s: float, check_timeout_s: float):
+        self.slots = max(1, slots)
+        self.hosts = [Host(u, ollama.Client(host=u, timeout=timeout_s)) for u in urls]
+        self._check_timeout_s = check_timeout_s
+        self._cond = threading.Condition()
+        self.excluded: dict[str, str] = {}
+
+    def _probe(self, host: Host) -> bool:
+        try:
+            ollama.Client(host=host.url, timeout=self._check_timeout_s).list()
+            return True
+        except (ConnectionError, httpx.HTTPError, ollama.ResponseError):
+            return False
+
+    def acquire(self, wait_s: float) -> Host:
+        """A host with a free slot (most free slots first); waits up to ``wait_s`` while all are busy."""
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for host in self.hosts:  # hosts due for a health check
+                    if host.down_until and now >= host.down_until and not host.probing:
+                        host.probing = True
+                        self._cond.release()
+                        try:
+                            ok = self._probe(host)
+                        finally:
+                            self._cond.acquire()
+                        host.probing = False
+                        if ok:
+                            host.down_until, host.cooldown_s = 0.0, 0.0
+                        else:
+                            host.cooldown_s = min(60.0, max(5.0, host.cooldown_s * 2))
+                            host.down_until = time.monotonic() + host.cooldown_s
+                free = [h for h in self.hosts if h.down_until == 0.0 and h.in_use < self.slots]
+                if free:
+                    host = max(free, key=lambda h: (self.slots - h.in_use, -h.requests))
+                    host.in_use += 1
+                    return host
+                if all(h.down_until for h in self.hosts):
+                    soonest = min(h.down_until for h in self.hosts)
+                    if soonest > deadline:
+                        raise ConnectionError("every Ollama host is down: " + ", ".join(h.url for h in self.hosts))
+                if now >= deadline:
+                    raise ConnectionError("no free Ollama slot within the timeout")
+                self._cond.wait(timeout=0.05)
+
+    def release(self, host: Host, *, seconds: float, tokens: int = 0, failed: bool = False,
+                unreachable: bool = False) -> None:
+        with self._cond:
+            host.in_use -= 1
+            host.requests += 1
+            host.busy_s += seconds
+            host.tokens += tokens
+            if failed:
+                host.failures += 1
+            if unreachable and not host.down_until:
+                host.cooldown_s = 5.0
+                host.down_until = time.monotonic() + host.cooldown_s
+            self._cond.notify_all()
+
+    def mark_down(self, url: str) -> None:
+        """Takes a host out of rotation until its next health check."""
+        with self._cond:
+            for host in self.hosts:
+                if host.url == url and not host.down_until:
+                    host.cooldown_s = 5.0
+                    host.down_until = time.monotonic() + host.cooldown_s
+
+    def mark_excluded(self, url: str, reason: str) -> None:
+        """Takes a host out for good (e.g. it serves another build of the model)."""
+        with self._cond:
+            self.hosts = [h for h in self.hosts if h.url != url]
+            self.excluded[url] = reason
+
+    def snapshot(self) -> dict[str, dict]:
+        with self._cond:
+            return {h.url: {"requests": h.requests, "failures": h.failures, "tokens": h.tokens,
+                            "busy_s": round(h.busy_s, 2), "healthy": h.down_until == 0.0,
+                            "tokens_per_s": round(h.tokens / h.busy_s, 1) if h.busy_s else 0.0}
+                    for h in self.hosts}
+
+
 class OllamaResource(ConfigurableResource):
-    """An Ollama server and model. ``host`` defaults to ``$OLLAMA_HOST`` or ``http://localhost:11434``."""
+    """One Ollama server, or a pool of them, and the model.
+
+    ``host`` defaults to ``$OLLAMA_HOSTS`` (comma-separated, a pool) or ``$OLLAMA_HOST`` or
+    ``http://localhost:11434``; ``parallel`` is the slots per host (the servers' ``OLLAMA_NUM_PARALLEL``).
+    """
 
     host: str | None = None
     model: str = DEFAULT_MODEL
     timeout_s: float = 120.0
     check_timeout_s: float = 5.0
     keep_alive: str = "10m"
-    parallel: int = 1  # match the server's OLLAMA_NUM_PARALLEL
+    parallel: int = 1
     max_retries: int = 3
     backoff_s: float = 1.0
     cache_path: str = "data/cache/llm_responses.sqlite"
 
-    _local: threading.local = PrivateAttr(default_factory=threading.local)
     _cache: ResponseCache | None = PrivateAttr(default=None)
     _digest: str | None = PrivateAttr(default=None)
-    _cache_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _pool: HostPool | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def hosts(self) -> list[str]:
+        return parse_hosts(self.host)
 
     @property
     def url(self) -> str:
-        return normalize_host(self.host)
+        return ",".join(self.hosts)
 
-    def _client(self) -> ollama.Client:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = ollama.Client(host=self.url, timeout=self.timeout_s)
-        return client
+    @property
+    def total_slots(self) -> int:
+        """Concurrent requests the pool can take: slots per host × hosts."""
+        return self.parallel * len(self.pool.hosts)
+
+    @property
+    def pool(self) -> HostPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = HostPool(self.hosts, self.parallel, self.timeout_s, self.check_timeout_s)
+            return self._pool
 
     @property
     def cache(self) -> ResponseCache:
-        with self._cache_lock:
+        with self._lock:
             if self._cache is None:
                 self._cache = ResponseCache(self.cache_path)
             return self._cache
 
-    def check_ready(self) -> str:
-        """Checks that the server answers and has the model; returns the model digest.
-
-        Raises :class:`OllamaUnavailable` with the command to run when it does not.
-        """
-        client = ollama.Client(host=self.url, timeout=self.check_timeout_s)
+    def _host_digest(self, url: str) -> str:
+        """The model's digest on one host; raises :class:`OllamaUnavailable` with the command to run."""
+        client = ollama.Client(host=url, timeout=self.check_timeout_s)
         try:
             models = client.list().models
         except (ConnectionError, httpx.HTTPError) as exc:
             raise OllamaUnavailable(
-                f"Ollama is not reachable at {self.url} ({type(exc).__name__}: {exc}). Start the server with "
+                f"Ollama is not reachable at {url} ({type(exc).__name__}: {exc}). Start the server with "
                 f"`ollama serve` (or point --ollama-host / OLLAMA_HOST at a running one) and re-run."
             ) from None
         except ollama.ResponseError as exc:
-            raise OllamaUnavailable(f"Ollama at {self.url} answered {exc.status_code}: {exc.error}. "
+            raise OllamaUnavailable(f"Ollama at {url} answered {exc.status_code}: {exc.error}. "
                                     f"Check the server's log, then re-run.") from None
         wanted = {self.model, f"{self.model}:latest"}
         for m in models:
             if m.model in wanted:
-                self._digest = m.digest or ""
-                return self._digest
+                return m.digest or ""
         available = ", ".join(sorted(m.model for m in models if m.model)) or "none"
         raise OllamaUnavailable(
-            f"model {self.model!r} is not available on {self.url} (it has: {available}). "
+            f"model {self.model!r} is not available on {url} (it has: {available}). "
             f"Run `ollama pull {self.model}` there, or choose one with --model."
         )
+
+    def check_ready(self) -> str:
+        """Checks that the servers answer and have the model; returns the model digest.
+
+        With several hosts, at least one must be ready; hosts that are down are skipped (and probed again later),
+        hosts serving another build of the model are excluded. Raises :class:`OllamaUnavailable` with the command
+        to run when none is ready.
+        """
+        errors, digests = [], {}
+        for url in self.hosts:
+            try:
+                digests[url] = self._host_digest(url)
+            except OllamaUnavailable as exc:
+                errors.append(exc)
+        if not digests:
+            if len(errors) == 1:
+                raise errors[0]
+            raise OllamaUnavailable("no Ollama host is ready:\n  " + "\n  ".join(str(e) for e in errors))
+        digest = digests.get(self.hosts[0]) if self.hosts[0] in digests else next(iter(digests.values()))
+        pool = self.pool
+        for url in self.hosts:
+            if url not in digests:
+                pool.mark_down(url)
+            elif digests[url] != digest:
+                pool.mark_excluded(url, f"serves another build of {self.model} ({digests[url][:12]})")
+        self._digest = digest
+        return digest
 
     @property
     def digest(self) -> str:
@@ -169,8 +317,16 @@ class OllamaResource(ConfigurableResource):
             self.check_ready()
         return self._digest or ""
 
+    def host_metadata(self) -> dict[str, dict]:
+        """Per-host requests, failures, tokens, busy seconds and health, for a partition's metadata."""
+        return self.pool.snapshot()
+
     def chat(self, messages: list[dict], *, options: dict, fmt: Any = None) -> LLMReply:
-        """One chat completion (non-streaming), from the cache when this exact request was answered before."""
+        """One chat completion (non-streaming), from the cache when this exact request was answered before.
+
+        The request goes to the pool host with the most free slots; a host that cannot be reached is taken out of
+        rotation and the request is retried elsewhere (or after a backoff, when every host is busy or down).
+        """
         key = request_key(self.model, self.digest, messages, fmt, options)
         hit = self.cache.get(key)
         if hit is not None:
@@ -178,29 +334,41 @@ class OllamaResource(ConfigurableResource):
         rng = rng_for(0, key, "backoff")
         last: Exception | None = None
         for attempt in range(1, self.max_retries + 2):
-            started = time.monotonic()
             try:
-                response = self._client().chat(model=self.model, messages=messages, format=fmt, options=options,
-                                               keep_alive=self.keep_alive, stream=False)
-            except ollama.ResponseError as exc:
-                if exc.status_code == 404:
-                    raise OllamaUnavailable(f"model {self.model!r} is not available on {self.url}: run "
-                                            f"`ollama pull {self.model}` there.") from None
-                if exc.status_code not in RETRYABLE_STATUS:
-                    raise LLMCallFailed(f"{self.url} answered {exc.status_code}: {exc.error}") from None
-                last = exc
-            except (ConnectionError, httpx.TransportError) as exc:  # refused, reset, timeouts
+                host = self.pool.acquire(wait_s=self.timeout_s)
+            except ConnectionError as exc:
                 last = exc
             else:
-                reply = {
-                    "text": response.message.content or "",
-                    "eval_count": int(response.eval_count or 0),
-                    "eval_duration_s": (response.eval_duration or 0) / 1e9,
-                    "latency_s": round(time.monotonic() - started, 3),
-                }
-                self.cache.put(key, self.model, reply)
-                return LLMReply(reply["text"], False, reply["latency_s"], reply["eval_count"],
-                                reply["eval_duration_s"], attempt)
+                started = time.monotonic()
+                try:
+                    response = host.client.chat(model=self.model, messages=messages, format=fmt, options=options,
+                                                keep_alive=self.keep_alive, stream=False)
+                except ollama.ResponseError as exc:
+                    self.pool.release(host, seconds=time.monotonic() - started, failed=True)
+                    if exc.status_code == 404:
+                        raise OllamaUnavailable(f"model {self.model!r} is not available on {host.url}: run "
+                                                f"`ollama pull {self.model}` there.") from None
+                    if exc.status_code not in RETRYABLE_STATUS:
+                        raise LLMCallFailed(f"{host.url} answered {exc.status_code}: {exc.error}") from None
+                    last = exc
+                except (ConnectionError, httpx.TransportError) as exc:  # refused, reset, timeouts
+                    unreachable = isinstance(exc, (ConnectionError, httpx.ConnectError))
+                    self.pool.release(host, seconds=time.monotonic() - started, failed=True, unreachable=unreachable)
+                    last = exc
+                    if unreachable and any(not h.down_until for h in self.pool.hosts):
+                        continue  # another host is up: retry there at once
+                else:
+                    elapsed = time.monotonic() - started
+                    reply = {
+                        "text": response.message.content or "",
+                        "eval_count": int(response.eval_count or 0),
+                        "eval_duration_s": (response.eval_duration or 0) / 1e9,
+                        "latency_s": round(elapsed, 3),
+                    }
+                    self.pool.release(host, seconds=elapsed, tokens=reply["eval_count"])
+                    self.cache.put(key, self.model, reply)
+                    return LLMReply(reply["text"], False, reply["latency_s"], reply["eval_count"],
+                                    reply["eval_duration_s"], attempt)
             if attempt <= self.max_retries:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1) * rng.uniform(0.5, 1.5))
         raise LLMCallFailed(f"{self.url}: {type(last).__name__}: {last} (after {self.max_retries + 1} attempts; "

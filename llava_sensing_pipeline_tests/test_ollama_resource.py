@@ -110,3 +110,61 @@ def test_call_stats_summary():
     s = stats.summary("x")
     assert s["x_llm_calls"] == 7 and s["x_cache_hits"] == 1 and s["x_failed_requests"] == 1
     assert s["x_tokens_per_second"] == 50.0 and s["x_latency_p95_s"] == 3.0
+
+
+def test_parse_hosts_from_flag_and_env():
+    from llava_sensing_pipeline.ollama_resource import parse_hosts
+
+    assert parse_hosts("a:1,b:2") == ["http://a:1", "http://b:2"]
+    assert parse_hosts(None, {"OLLAMA_HOSTS": "http://x:1, http://y:1", "OLLAMA_HOST": "z"}) == ["http://x:1",
+                                                                                              "http://y:1"]
+    assert parse_hosts(None, {"OLLAMA_HOST": "z"}) == ["http://z:11434"]
+    assert parse_hosts(None, {}) == ["http://localhost:11434"]
+
+
+def test_pool_survives_a_host_stopping_mid_run_and_returns_to_it(tmp_path):
+    """Two hosts, one stopped mid-run: every request is answered once, nothing is lost, the pool stops sending to
+    the dead host, and uses it again once it is back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llava_sensing_pipeline.devtools.ollama_test_server import OllamaTestServer
+
+    a = OllamaTestServer(backend="scripted", latency=0.05).start()
+    b = OllamaTestServer(backend="scripted", latency=0.05).start()
+    b_port, b_url = b.port, b.url
+    try:
+        r = OllamaResource(host=f"{a.url},{b.url}", model=MODEL, parallel=2, backoff_s=0.01, timeout_s=5,
+                           cache_path=str(tmp_path / "c.sqlite"))
+        assert r.check_ready() == a.digest and r.total_slots == 4
+        prompts = [f"passage {i}" for i in range(40)]
+
+        def ask(p):
+            if p == "passage 12":
+                b.stop()
+            return r.chat([{"role": "user", "content": p}], options={})
+
+        with ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(ask, prompts))
+        assert [x.text for x in replies] == [f"Scripted reply to: {p}" for p in prompts]
+        assert len(r.cache) == 40
+        hosts = r.host_metadata()
+        assert hosts[a.url]["requests"] > 0 and hosts[b_url]["requests"] > 0
+        assert hosts[b_url]["healthy"] is False
+        served_by_b = hosts[b_url]["requests"]
+        # b comes back on the same port: after its cool-down the pool probes it and sends to it again
+        b = OllamaTestServer(backend="scripted", port=b_port).start()
+        time.sleep(5.2)
+        for i in range(8):
+            r.chat([{"role": "user", "content": f"later {i}"}], options={})
+        assert r.host_metadata()[b_url]["healthy"] and r.host_metadata()[b_url]["requests"] > served_by_b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_check_ready_with_one_host_down_uses_the_other(scripted_ollama, tmp_path):
+    r = OllamaResource(host=f"http://127.0.0.1:9,{scripted_ollama.url}", model=MODEL, backoff_s=0.01,
+                       cache_path=str(tmp_path / "c.sqlite"))
+    assert r.check_ready() == scripted_ollama.digest
+    assert r.chat(MESSAGES, options={}).text.startswith("Scripted reply")
+    assert r.host_metadata()["http://127.0.0.1:9"]["healthy"] is False

@@ -10,7 +10,7 @@ import json
 import math
 
 import pandas as pd
-from dagster import AssetExecutionContext, Failure, asset
+from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, RetryPolicy, asset
 
 from ..environment import ENV_FIELDS, analyze_rules
 from ..environment_llm import ANALYSIS_NUM_PREDICT, ANALYSIS_SCHEMA, analysis_messages, interpret_analysis
@@ -69,7 +69,7 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
         return Outcome(result["confidence"] >= settings.llm_confidence_threshold, result)
 
     ollama.check_ready()
-    outcomes = walk_until_quota(candidates, target, analyze, ollama.parallel)
+    outcomes = walk_until_quota(candidates, target, analyze, ollama.total_slots)
     for pos, outcome in outcomes.items():
         if outcome.value is None:
             continue
@@ -95,11 +95,13 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
         "fields_filled_by_rules": sum(len(r["rule_fields"]) for r in analyzed),
         "mean_llm_confidence": round(sum(r["confidence"] for r in analyzed) / len(analyzed), 3) if analyzed else 0.0,
         **stats.summary("analysis"),
+        "hosts": MetadataValue.json(ollama.host_metadata()),
     }
     return frame, metadata
 
 
-@asset(**PER_FILE, code_version=CODE_VERSIONS["environment_features"], kinds={"pandas", "parquet"})
+@asset(**PER_FILE, code_version=CODE_VERSIONS["environment_features"], kinds={"pandas", "parquet"},
+       retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS))
 def environment_features(
     context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, text_chunks
 ):

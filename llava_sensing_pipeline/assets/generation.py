@@ -11,7 +11,7 @@ import json
 from collections import Counter
 
 import pandas as pd
-from dagster import AssetExecutionContext, asset
+from dagster import AssetExecutionContext, Backoff, Jitter, MetadataValue, RetryPolicy, asset
 
 from ..environment import ENV_FIELDS
 from ..generation import (
@@ -118,7 +118,7 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
             rejections.update(quality.reasons)
         return Outcome(False, error="rejected")
 
-    outcomes = walk_until_quota(_candidates(table, key, settings), quota, generate, ollama.parallel)
+    outcomes = walk_until_quota(_candidates(table, key, settings), quota, generate, ollama.total_slots)
     check_failure_share("generated_examples", key, stats, len(outcomes), settings.max_failure_share)
     rows = [o.value for o in outcomes.values() if o.accepted]
     metadata = {
@@ -126,11 +126,13 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
         "rejected_chunks": sum(1 for o in outcomes.values() if not o.accepted),
         **{f"rejected_{reason}": n for reason, n in sorted(rejections.items())},
         **stats.summary("generation"),
+        "hosts": MetadataValue.json(ollama.host_metadata()),
     }
     return _frame(rows), metadata
 
 
-@asset(**PER_FILE, code_version=CODE_VERSIONS["generated_examples"], kinds={"pandas", "parquet"})
+@asset(**PER_FILE, code_version=CODE_VERSIONS["generated_examples"], kinds={"pandas", "parquet"},
+       retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS))
 def generated_examples(
     context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, style_labels
 ):
