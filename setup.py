@@ -9,6 +9,8 @@ setup(
     install_requires=[
         "dagster>=1.13,<1.14",
         "dagster-webserver>=1.13,<1.14",
+        "datasketch>=2,<3",
+        "matplotlib>=3.8,<4",
         "ollama>=0.6,<0.7",
         "pandas>=2.2,<4",
         "pyarrow>=15,<27",

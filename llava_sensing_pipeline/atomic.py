@@ -12,6 +12,10 @@ from typing import Any, Iterator
 import pandas as pd
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yields a temporary path in the target's folder; renames it onto ``target`` if the block succeeds."""
@@ -19,6 +23,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are meant to be shared
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as fh:

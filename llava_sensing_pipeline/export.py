@@ -6,6 +6,7 @@ Layout (kept from the earlier system, so its readers keep working)::
     <output>/<mode>_dataset.parquet              the same examples, one row each
     <output>/chunks/novel_dataset_chunk_NNN.json chunk_size examples each (1-based, 3 digits, 4 past 999)
     <output>/chunks/chunks_index.json            the index (schema of upstream-study §12.2, plus per-file figures)
+    <output>/splits/{train,validation,test}.json the same examples split by novel (see ``curation``)
 
 Every file is written atomically; chunk files left from an earlier, larger run are deleted; the index is written
 last. The index keeps its ``split_timestamp`` when nothing else in it changed, so an unchanged re-run leaves every
@@ -24,11 +25,13 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import atomic_write_json, atomic_write_parquet, dumps_json
+from .curation import Deduplicator
 from .seeding import rng_for
 
 CHUNK_PREFIX = "novel_dataset_chunk_"
 CHUNK_FILE_RE = re.compile(rf"^{CHUNK_PREFIX}\d+\.json$")
 INDEX_NAME = "chunks_index.json"
+SPLITS_DIR = "splits"
 
 
 @dataclass
@@ -38,6 +41,7 @@ class FileReport:
     quota: int
     candidates: int
     exported: int = 0
+    duplicates: int = 0
 
     @property
     def shortfall(self) -> int:
@@ -53,6 +57,7 @@ class ExportResult:
     examples: list[dict]
     files: list[FileReport] = field(default_factory=list)
     removed_stale: list[str] = field(default_factory=list)
+    split_paths: dict[str, Path] = field(default_factory=dict)
 
 
 def chunk_filename(number: int) -> str:
@@ -60,18 +65,32 @@ def chunk_filename(number: int) -> str:
 
 
 def select_examples(
-    frames: Mapping[str, pd.DataFrame], quotas: Mapping[str, int], source_paths: Mapping[str, str]
+    frames: Mapping[str, pd.DataFrame],
+    quotas: Mapping[str, int],
+    source_paths: Mapping[str, str],
+    dedup: Deduplicator | None = None,
 ) -> tuple[list[dict], list[FileReport]]:
-    """The first ``quota`` examples of each file by ``selection_rank`` (files in sorted key order)."""
+    """The first ``quota`` examples of each file by ``selection_rank`` (files in sorted key order).
+
+    With ``dedup``, an example whose target paragraph duplicates one taken before is skipped and the next one by
+    rank is taken instead, so the quota is still met while the file has candidates left.
+    """
     records, reports = [], []
     for key in sorted(quotas):
         frame = frames.get(key)
         if frame is None:
             continue
-        ranked = frame.sort_values("selection_rank", kind="stable")
-        taken = ranked.head(quotas[key])
-        records.extend(json.loads(r) for r in taken["record_json"])
-        reports.append(FileReport(key, source_paths[key], quotas[key], len(frame), len(taken)))
+        report = FileReport(key, source_paths[key], quotas[key], len(frame))
+        for raw in frame.sort_values("selection_rank", kind="stable")["record_json"]:
+            if report.exported >= report.quota:
+                break
+            record = json.loads(raw)
+            if dedup is not None and dedup.check(record["id"], record["target_paragraph"]):
+                report.duplicates += 1
+                continue
+            records.append(record)
+            report.exported += 1
+        reports.append(report)
     return records, reports
 
 
@@ -127,8 +146,10 @@ def write_export(
     mode: str,
     chunk_size: int,
     index_extra: Mapping | None = None,
+    splits: Mapping[str, Sequence[dict]] | None = None,
 ) -> ExportResult:
-    """Writes the dataset, its chunk files, the Parquet copy and the index; removes stale chunk files."""
+    """Writes the dataset, its chunk files, the Parquet copy, the ``splits`` files (name -> examples) and the index;
+    removes stale chunk files."""
     if chunk_size < 1:
         raise ValueError(f"--chunk-size must be at least 1 (examples per chunk file), got {chunk_size}")
     out = Path(output_dir)
@@ -153,6 +174,11 @@ def write_export(
     removed = sorted(p.name for p in chunks_dir.iterdir() if CHUNK_FILE_RE.match(p.name) and p.name not in keep)
     for name in removed:
         (chunks_dir / name).unlink()
+    split_paths = {}
+    for name, part in (splits or {}).items():
+        split_paths[name] = out / SPLITS_DIR / f"{name}.json"
+        split_paths[name].parent.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(list(part), split_paths[name])
 
     index = {
         "original_file": str(dataset_path),
@@ -168,7 +194,8 @@ def write_export(
     index["split_timestamp"] = _previous_timestamp_if_same(index_path, index) or datetime.now(timezone.utc).isoformat(
         timespec="seconds")
     _write_if_changed(index, index_path)
-    return ExportResult(dataset_path, parquet_path, index_path, chunk_paths, records, removed_stale=removed)
+    return ExportResult(dataset_path, parquet_path, index_path, chunk_paths, records, removed_stale=removed,
+                        split_paths=split_paths)
 
 
 def _previous_timestamp_if_same(index_path: Path, index: Mapping) -> str | None:

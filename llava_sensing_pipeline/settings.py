@@ -12,6 +12,7 @@ import os
 from typing import Literal
 
 from dagster import ConfigurableResource
+from pydantic import field_validator
 
 MODES = ("simple", "hybrid", "llm")
 DEFAULT_EXAMPLES_PER_FILE = 100
@@ -39,6 +40,17 @@ class PipelineSettings(ConfigurableResource):
     min_words: int = 120
     max_words: int = 300
     min_alignment: float = 0.3
+    # Export curation (export-only: not part of the per-file fingerprint)
+    split_ratios: list[float] = [0.8, 0.1, 0.1]
+    near_duplicate_threshold: float = 0.8
+
+    @field_validator("split_ratios", mode="before")
+    @classmethod
+    def _split_ratios_from_text(cls, value: object) -> object:
+        """Accepts ``"80,10,10"`` or ``"0.8/0.1/0.1"`` (train, validation, test), e.g. from an environment variable."""
+        if isinstance(value, str):
+            return [float(part) for part in value.replace("/", ",").split(",") if part.strip()]
+        return value
 
     def fingerprint_fields(self, model: str | None = None, quota: int | None = None) -> dict:
         """The settings that change a partition's per-file outputs (the export-only ones are left out).

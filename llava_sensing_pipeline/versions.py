@@ -8,7 +8,7 @@ import json
 import inspect
 from types import ModuleType
 
-from . import environment, export, generation, seeding, sensors, style, text
+from . import curation, dataset_card, environment, export, generation, seeding, sensors, style, text
 
 
 def module_version(*modules: ModuleType) -> str:
@@ -25,7 +25,7 @@ CODE_VERSIONS = {
     "sensor_records": module_version(sensors, seeding),
     "style_labels": module_version(style),
     "generated_examples": module_version(generation, seeding),
-    "chunked_json_exports": module_version(export),
+    "chunked_json_exports": module_version(export, curation, dataset_card),
 }
 
 

@@ -63,6 +63,15 @@ def test_unchanged_rerun_is_byte_identical(tmp_path):
     assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*.json"))} == first
 
 
+def test_split_files_are_written_beside_the_dataset(tmp_path):
+    records = [_record(i) for i in range(5)]
+    result = write_export(records, tmp_path, "simple", 2, splits={"train": records[:3], "validation": [],
+                                                                    "test": records[3:]})
+    assert result.split_paths == {name: tmp_path / "splits" / f"{name}.json" for name in ("train", "validation", "test")}
+    assert [len(_read(p)) for p in result.split_paths.values()] == [3, 0, 2]
+    assert _read(result.split_paths["test"]) == records[3:]
+
+
 def test_no_temp_files_left(tmp_path):
     write_export([_record(i) for i in range(5)], tmp_path, "simple", 2)
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
@@ -94,3 +103,59 @@ def test_order_is_seeded_and_mixes():
 def test_duplicate_ids_rejected():
     with pytest.raises(ValueError, match="duplicate"):
         order_examples([_record(1), _record(1)], 0)
+
+
+def _full_record(stem, genre, i, text):
+    record = _record(i, stem)
+    record["target_paragraph"] = text
+    record["source_info"] = {"source_path": f"{genre}/{stem}.txt", "chunk_index": i, "partition_key": f"{genre}/{stem}"}
+    record["metadata"] = {"mode": "simple", "generation_method": "source_excerpt", "novel_metadata": {}}
+    return record
+
+
+def test_export_asset_dedups_splits_and_writes_the_card(tmp_path):
+    from dagster import build_asset_context
+
+    from llava_sensing_pipeline.assets.export import ExportConfig, chunked_json_exports
+    from llava_sensing_pipeline.settings import PipelineSettings
+
+    keys, frames = [], {}
+    for genre, prefix in (("Modernist_Novel", "A"), ("Travel_Novel", "B")):
+        for n in range(3):
+            stem, key = f"{prefix}{n}_Book", f"{genre}/{prefix}{n}_Book"
+            (tmp_path / "in" / genre).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "in" / genre / f"{stem}.txt").write_text(f"text of {stem}", encoding="utf-8")
+            texts = [f"{stem} passage {i}: " + " ".join(f"w{n}{i}{k}{prefix}" for k in range(12)) for i in range(6)]
+            if key == "Travel_Novel/B2_Book":
+                texts[0] = "Modernist_Novel A0 copy: " + texts[0]  # unique
+                texts[1] = "A0_Book passage 0: " + " ".join(f"w00{k}A" for k in range(12))  # exact copy of A0's
+            keys.append(key)
+            frames[key] = pd.DataFrame({"selection_rank": range(6), "record_json": [
+                json.dumps(_full_record(stem, genre, i, t)) for i, t in enumerate(texts)]})
+    settings = PipelineSettings(input_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "out"), num_examples=30,
+                                export_chunk_size=7, split_ratios=[4, 1, 1])
+    context = build_asset_context()
+    chunked_json_exports(context=context, config=ExportConfig(partition_keys=keys), settings=settings,
+                         generated_examples=frames)
+    out = tmp_path / "out"
+    data = _read(out / "simple_dataset.json")
+    index = _read(out / "chunks" / INDEX_NAME)
+    chunks = [r for p in sorted((out / "chunks").glob("novel_dataset_chunk_*.json")) for r in _read(p)]
+    splits = {name: _read(out / "splits" / f"{name}.json") for name in ("train", "validation", "test")}
+    assert len(data) == index["total_examples"] == len(chunks) == sum(map(len, splits.values())) == 30
+    assert index["deduplication"]["exact"] == 1 and index["deduplication"]["removed_examples"][0]["id"] == "B2_Book_1"
+    assert [f["duplicates_removed"] for f in index["files"]] == [0, 0, 0, 0, 0, 1]
+    assert all(f["shortfall"] == 0 for f in index["files"])  # B2 took its next-ranked passage instead
+    for name, part in splits.items():
+        assert sorted({r["source_info"]["source_path"] for r in part}) == index["splits"][name]["novels"]
+        assert len(part) == index["splits"][name]["examples"]
+    ids = [r["id"] for part in splits.values() for r in part]
+    paragraphs = [r["target_paragraph"] for part in splits.values() for r in part]
+    assert len(set(ids)) == len(ids) == 30 and len(set(paragraphs)) == 30
+    assert {n: len(v["novels"]) for n, v in index["splits"].items()} == {"train": 4, "validation": 1, "test": 1}
+    assert index["split_ratios"] == {"train": 0.666667, "validation": 0.166667, "test": 0.166667}
+    assert (out / "README.md").is_file() and (out / "card" / "wind_rose.png").is_file()
+    assert "Travel_Novel/B2_Book.txt" in (out / "README.md").read_text(encoding="utf-8")
+    metadata = context.get_output_metadata("result")
+    assert metadata["duplicates_removed"] == 1 and metadata["exact_duplicates_removed"] == 1
+    assert metadata["split_novels"].data == {"train": 4, "validation": 1, "test": 1}

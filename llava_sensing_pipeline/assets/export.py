@@ -1,11 +1,15 @@
-"""chunked_json_exports: the dataset JSON, its chunk files and index, and a Parquet copy, from every file's examples."""
+"""chunked_json_exports: the dataset JSON, its chunk files and index, a Parquet copy, train/validation/test splits by
+novel and the dataset card, from every file's examples (duplicates removed first)."""
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, MetadataValue, asset
 
+from ..curation import Deduplicator, plan_splits
+from ..dataset_card import corpus_manifest, input_licence_note, write_dataset_card
 from ..export import order_examples, select_examples, write_export
 from ..generation import allocate_quotas
 from ..partitions import discover_novels, relative_path_for
@@ -44,28 +48,43 @@ def _distribution(records, path) -> dict[str, int]:
 def chunked_json_exports(
     context: AssetExecutionContext, config: ExportConfig, settings: PipelineSettings, generated_examples
 ) -> pd.DataFrame:
-    """``<output>/<mode>_dataset.json``, ``chunks/novel_dataset_chunk_NNN.json``, ``chunks/chunks_index.json``, Parquet."""
+    """``<output>/<mode>_dataset.json``, ``chunks/novel_dataset_chunk_NNN.json``, ``chunks/chunks_index.json``,
+    Parquet, ``splits/{train,validation,test}.json`` and the dataset card ``README.md`` with ``card/*.png``."""
     keys = config.partition_keys
     if keys is None:
         keys = [f.key for f in discover_novels(settings.input_dir, settings.max_files)]
     quotas = allocate_quotas(keys, settings.num_examples)
     source_paths = {k: relative_path_for(k).as_posix() for k in keys}
-    records, reports = select_examples(generated_examples, quotas, source_paths)
+    dedup = Deduplicator(settings.near_duplicate_threshold, seed=settings.seed)
+    records, reports = select_examples(generated_examples, quotas, source_paths, dedup)
     failed = [{"partition_key": k, "source_path": source_paths[k],
                "reason": config.failure_reasons.get(k, NOT_MATERIALIZED)}
               for k in sorted(keys) if k not in generated_examples]
     ordered = order_examples(records, settings.seed)
+    plan = plan_splits(ordered, settings.split_ratios, settings.seed)
     files = [{"partition_key": r.partition_key, "source_path": r.source_path, "quota": r.quota,
               "candidates": r.candidates, "exported": r.exported, "shortfall": r.shortfall,
-              **({"shortfall_reason": f"only {r.candidates} usable chunks"} if r.shortfall else {})}
+              "duplicates_removed": r.duplicates,
+              **({"shortfall_reason": f"only {r.candidates} usable chunks"
+                  + (f", {r.duplicates} of them duplicates of other examples" if r.duplicates else "")}
+                 if r.shortfall else {})}
              for r in reports]
+    dedup_summary = dedup.summary()
     result = write_export(
         ordered, settings.output_dir, settings.mode, settings.export_chunk_size,
         index_extra={"seed": settings.seed, "requested_examples": sum(quotas.values()), "files": files,
-                     "failed_files": failed},
+                     "failed_files": failed, "deduplication": dedup_summary, "split_ratios": plan.ratios,
+                     "splits": plan.summary, "split_warnings": plan.warnings},
+        splits=plan.split_records(ordered),
     )
+    index = json.loads(Path(result.index_path).read_text(encoding="utf-8"))
+    card = write_dataset_card(settings.output_dir, ordered, index,
+                              corpus_manifest(settings.input_dir, [r.source_path for r in reports]),
+                              CODE_VERSIONS, input_licence_note(settings.input_dir))
     for f in failed:
         context.log.warning(f"not exported: {f['source_path']} ({f['reason']})")
+    for warning in plan.warnings:
+        context.log.warning(f"splits: {warning}")
     context.add_output_metadata({
         "examples": len(ordered),
         "requested": sum(quotas.values()),
@@ -74,6 +93,13 @@ def chunked_json_exports(
         "files_with_shortfall": sum(1 for r in reports if r.shortfall),
         "chunk_files": len(result.chunk_paths),
         "stale_chunk_files_removed": len(result.removed_stale),
+        "duplicates_removed": dedup_summary["removed"],
+        "exact_duplicates_removed": dedup_summary["exact"],
+        "near_duplicates_removed": dedup_summary["near"],
+        "split_examples": MetadataValue.json({k: v["examples"] for k, v in plan.summary.items()}),
+        "split_novels": MetadataValue.json({k: len(v["novels"]) for k, v in plan.summary.items()}),
+        "split_warnings": MetadataValue.json(plan.warnings),
+        "dataset_card": MetadataValue.path(str(Path(card).resolve())),
         "dataset_path": MetadataValue.path(str(Path(result.dataset_path).resolve())),
         "style_distribution": MetadataValue.json(_distribution(ordered, ["literary_style"])),
         "time_distribution": MetadataValue.json(_distribution(ordered, ["sensor_data", "context", "time"])),
