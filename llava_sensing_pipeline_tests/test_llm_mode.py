@@ -185,3 +185,14 @@ def test_real_model_llm_and_hybrid(workspace, real_ollama):
     assert real_ollama.stats()["chat"] == 0  # all from the cache
     assert run(workspace, real_ollama, "hybrid", *relaxed) == 0
     assert len(dataset(workspace, "hybrid")) == 2
+
+
+def test_every_generation_rejected_writes_no_dataset(workspace, scripted_ollama, capsys):
+    def useless(request):
+        return faithful_script(request) if request.format else "It was 20 degrees."
+
+    scripted_ollama.set_script(useless)
+    assert run(workspace, scripted_ollama, "llm", "--num-examples", "2", "--max-files", "1") == 1
+    captured = capsys.readouterr()
+    assert "no examples to export" in captured.err
+    assert not (workspace / "out" / "llm_dataset.json").exists()

@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, MetadataValue, asset
+from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, asset
 
 from ..curation import Deduplicator, plan_splits
 from ..dataset_card import corpus_manifest, input_licence_note, write_dataset_card
@@ -60,6 +60,11 @@ def chunked_json_exports(
     failed = [{"partition_key": k, "source_path": source_paths[k],
                "reason": config.failure_reasons.get(k, NOT_MATERIALIZED)}
               for k in sorted(keys) if k not in generated_examples]
+    if not records:
+        raise Failure(
+            f"no examples to export from {len(keys)} file(s) ({len(failed)} failed or not materialized); nothing "
+            "was written. In the LLM modes, check the model's output (partition metadata lists rejection reasons) "
+            "or relax --min-alignment / --confidence-threshold; in simple mode, lower --min-confidence.")
     ordered = order_examples(records, settings.seed)
     plan = plan_splits(ordered, settings.split_ratios, settings.seed)
     files = [{"partition_key": r.partition_key, "source_path": r.source_path, "quota": r.quota,
