@@ -15,10 +15,20 @@ setup(
         "pandas>=2.2,<4",
         "pyarrow>=15,<27",
         "pydantic>=2.6,<3",
+        "universal-pathlib>=0.2,<0.4",
     ],
     extras_require={
+        # Beyond one machine: Dagster instance storage on PostgreSQL (deploy/dagster-postgres.yaml).
+        "scale": [
+            "dagster-postgres>=0.29,<0.30",
+        ],
+        # Parquet storage and exports on object stores (--output-dir / LLAVA_SENSING_STORAGE_DIR s3://… or gs://…).
+        "s3": ["s3fs>=2024.2"],
+        "gcs": ["gcsfs>=2024.2"],
         "test": [
+            "dagster-postgres>=0.29,<0.30",
             "pytest>=8,<10",
+            "playwright>=1.50,<2",  # drives Debian's chromium in test_ui (no browser download)
             "xllamacpp>=2026.10,<2027",
         ],
     },

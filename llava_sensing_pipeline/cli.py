@@ -151,9 +151,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def print_summary(report, settings) -> int:
     import json
 
+    from .atomic import storage_path
     from .export import INDEX_NAME
 
-    out = Path(settings.output_dir)
+    out = storage_path(settings.output_dir)
     print(f"\nfiles: {len(report.selected)} selected, {len(report.stale)} materialized "
           f"({len(report.stale) - len(report.failures)} ok, {len(report.failures)} failed), "
           f"{len(report.selected) - len(report.stale)} up to date; {report.runs} Dagster run(s) in {report.seconds:.1f} s")

@@ -1,5 +1,7 @@
 """The dataset card: ``<output>/README.md`` and its PNG plots in ``<output>/card/``, rewritten with every export.
 
+``<output>`` is a local folder or an fsspec URL, like the export's (see :mod:`~llava_sensing_pipeline.atomic`).
+
 The card says what the data is, how it was made (mode, model and digest, seed, corpus file hashes, code
 versions), how it is distributed (genre, style, split, mode, labels, sensor values), shows three short examples
 and states the known limitations and the licence of the source texts. It holds no timestamp, so an unchanged export
@@ -18,7 +20,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .atomic import atomic_write_bytes, atomic_write_text
+from .atomic import StoragePath, atomic_write_bytes, atomic_write_text, storage_path
 from .curation import SPLIT_NAMES, genre_of_path, novel_of
 from .sensors import COMPASS_POINTS, IMU_FIELDS
 
@@ -154,7 +156,7 @@ def _plots_digest(values: Mapping) -> str:
     return h.hexdigest()
 
 
-def write_plots(records: Sequence[Mapping], plots_dir: Path) -> dict[str, Path]:
+def write_plots(records: Sequence[Mapping], plots_dir: StoragePath) -> dict[str, StoragePath]:
     """Writes the PNG plots (atomically) unless the plotted values and this module are unchanged since last time."""
     values = plot_values(records)
     digest = _plots_digest(values)
@@ -381,13 +383,13 @@ def build_card(records: Sequence[Mapping], index: Mapping, manifest: Sequence[Ma
     return "\n".join(lines)
 
 
-def write_dataset_card(output_dir: str | Path, records: Sequence[Mapping], index: Mapping,
+def write_dataset_card(output_dir: str | StoragePath, records: Sequence[Mapping], index: Mapping,
                        manifest: Sequence[Mapping], code_versions: Mapping[str, str],
-                       licence_note: str | None = None) -> Path:
+                       licence_note: str | None = None) -> StoragePath:
     """Writes ``<output>/card/*.png`` (when changed) and ``<output>/README.md``; returns the card's path."""
-    out = Path(output_dir)
-    plot_paths = write_plots(records, out / PLOTS_DIR)
-    plots = {k: p.relative_to(out).as_posix() for k, p in plot_paths.items()}
+    out = storage_path(output_dir)
+    write_plots(records, out / PLOTS_DIR)
+    plots = {k: f"{PLOTS_DIR}/{name}" for k, name in PLOT_FILES.items()}
     text = build_card(records, index, manifest, code_versions, licence_note, plots)
     card = out / CARD_NAME
     if not (card.is_file() and card.read_text(encoding="utf-8") == text):

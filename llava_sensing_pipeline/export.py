@@ -8,7 +8,9 @@ Layout (kept from the earlier system, so its readers keep working)::
     <output>/chunks/chunks_index.json            the index (schema of upstream-study §12.2, plus per-file figures)
     <output>/splits/{train,validation,test}.json the same examples split by novel (see ``curation``)
 
-Every file is written atomically; chunk files left from an earlier, larger run are deleted; the index is written
+``<output>`` is a local folder or any fsspec URL (``s3://bucket/prefix``, ``gs://…``, ``memory://…``). Every file
+is written atomically (locally by rename; on an object store as one whole object per write, see
+:mod:`~llava_sensing_pipeline.atomic`); chunk files left from an earlier, larger run are deleted; the index is written
 last. The index keeps its ``split_timestamp`` when nothing else in it changed, so an unchanged re-run leaves every
 file byte-identical.
 """
@@ -20,11 +22,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pandas as pd
 
-from .atomic import atomic_write_json, atomic_write_parquet, dumps_json
+from .atomic import StoragePath, atomic_write_json, atomic_write_parquet, dumps_json, ensure_dir, storage_path
 from .curation import Deduplicator
 from .seeding import rng_for
 
@@ -50,14 +51,14 @@ class FileReport:
 
 @dataclass
 class ExportResult:
-    dataset_path: Path
-    parquet_path: Path
-    index_path: Path
-    chunk_paths: list[Path]
+    dataset_path: StoragePath
+    parquet_path: StoragePath
+    index_path: StoragePath
+    chunk_paths: list[StoragePath]
     examples: list[dict]
     files: list[FileReport] = field(default_factory=list)
     removed_stale: list[str] = field(default_factory=list)
-    split_paths: dict[str, Path] = field(default_factory=dict)
+    split_paths: dict[str, StoragePath] = field(default_factory=dict)
 
 
 def chunk_filename(number: int) -> str:
@@ -132,7 +133,7 @@ def examples_frame(records: Sequence[dict]) -> pd.DataFrame:
                                        "source_path", "chunk_index", "source_info", "metadata"])
 
 
-def _write_if_changed(obj: object, path: Path) -> None:
+def _write_if_changed(obj: object, path: StoragePath) -> None:
     """Atomic write that leaves an identical file untouched (so mtimes and readers are undisturbed)."""
     text = dumps_json(obj)
     if path.exists() and path.read_text(encoding="utf-8") == text:
@@ -142,19 +143,19 @@ def _write_if_changed(obj: object, path: Path) -> None:
 
 def write_export(
     records: Sequence[dict],
-    output_dir: str | Path,
+    output_dir: str | StoragePath,
     mode: str,
     chunk_size: int,
     index_extra: Mapping | None = None,
     splits: Mapping[str, Sequence[dict]] | None = None,
 ) -> ExportResult:
     """Writes the dataset, its chunk files, the Parquet copy, the ``splits`` files (name -> examples) and the index;
-    removes stale chunk files."""
+    removes stale chunk files. ``output_dir`` is a local folder or an fsspec URL."""
     if chunk_size < 1:
         raise ValueError(f"--chunk-size must be at least 1 (examples per chunk file), got {chunk_size}")
-    out = Path(output_dir)
+    out = storage_path(output_dir)
     chunks_dir = out / "chunks"
-    chunks_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(chunks_dir)
     dataset_path = out / f"{mode}_dataset.json"
     parquet_path = out / f"{mode}_dataset.parquet"
     records = list(records)
@@ -171,13 +172,14 @@ def write_export(
         entries.append({"chunk_number": number, "filename": name, "start_index": start,
                         "end_index": start + len(part), "size": len(part), "file_path": str(path)})
     keep = {p.name for p in chunk_paths}
-    removed = sorted(p.name for p in chunks_dir.iterdir() if CHUNK_FILE_RE.match(p.name) and p.name not in keep)
+    present = chunks_dir.iterdir() if chunks_dir.exists() else []
+    removed = sorted(p.name for p in present if CHUNK_FILE_RE.match(p.name) and p.name not in keep)
     for name in removed:
         (chunks_dir / name).unlink()
     split_paths = {}
     for name, part in (splits or {}).items():
         split_paths[name] = out / SPLITS_DIR / f"{name}.json"
-        split_paths[name].parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(split_paths[name].parent)
         _write_if_changed(list(part), split_paths[name])
 
     index = {
@@ -198,7 +200,7 @@ def write_export(
                         split_paths=split_paths)
 
 
-def _previous_timestamp_if_same(index_path: Path, index: Mapping) -> str | None:
+def _previous_timestamp_if_same(index_path: StoragePath, index: Mapping) -> str | None:
     try:
         previous = json.loads(index_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

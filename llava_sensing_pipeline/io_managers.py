@@ -3,27 +3,29 @@
 Each partition of each asset is one Parquet file, ``<base>/<asset>/<partition key>.parquet`` (the ``/`` in a key
 becomes a sub-folder). A run may cover several partitions at once (the bulk path): the asset then returns, and
 downstream assets receive, a ``dict[partition_key, DataFrame]``; a single-partition run passes a plain DataFrame.
-Unpartitioned assets are stored as ``<base>/<asset>.parquet``. Writes go to a temporary file that is renamed into
-place, so a crash never leaves a half-written file that looks complete.
+Unpartitioned assets are stored as ``<base>/<asset>.parquet``.
+
+``base_dir`` is a local folder (default ``data/storage``) or any fsspec URL (``s3://bucket/prefix``,
+``gs://bucket/prefix``, ``memory://name``; see :mod:`~llava_sensing_pipeline.atomic`). Local writes go to a
+temporary file that is renamed into place, so a crash never leaves a half-written file that looks complete; on an
+object store each file is uploaded whole in one write, which the store makes visible atomically.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
-from .atomic import atomic_write_parquet
+from .atomic import StoragePath, atomic_write_parquet, read_parquet, storage_path
 
 
 class PartitionedParquetIOManager(ConfigurableIOManager):
-    """Stores asset outputs as Parquet files under ``base_dir``."""
+    """Stores asset outputs as Parquet files under ``base_dir`` (a local folder or an fsspec URL)."""
 
     base_dir: str = "data/storage"
 
-    def _path(self, asset_path: list[str], partition_key: str | None) -> Path:
-        base = Path(self.base_dir).joinpath(*asset_path)
+    def _path(self, asset_path: list[str], partition_key: str | None) -> StoragePath:
+        base = storage_path(self.base_dir).joinpath(*asset_path)
         return base.with_suffix(".parquet") if partition_key is None else base / f"{partition_key}.parquet"
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame | dict[str, pd.DataFrame]) -> None:
@@ -44,14 +46,14 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext) -> pd.DataFrame | dict[str, pd.DataFrame]:
         asset_path = context.asset_key.path
         if not context.has_asset_partitions:
-            return pd.read_parquet(self._path(asset_path, None))
+            return read_parquet(self._path(asset_path, None))
         keys = list(context.asset_partition_keys)
-        allow_missing = bool((context.metadata or {}).get("allow_missing_partitions"))
+        allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
         frames = {}
         for key in keys:
             path = self._path(asset_path, key)
             if path.exists():
-                frames[key] = pd.read_parquet(path)
+                frames[key] = read_parquet(path)
             elif not allow_missing:
                 raise FileNotFoundError(
                     f"{path} is missing: materialize partition {key!r} of {context.asset_key.to_user_string()} first"

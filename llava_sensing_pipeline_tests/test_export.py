@@ -1,5 +1,6 @@
 import json
 
+import fsspec
 import pandas as pd
 import pytest
 
@@ -159,3 +160,46 @@ def test_export_asset_dedups_splits_and_writes_the_card(tmp_path):
     metadata = context.get_output_metadata("result")
     assert metadata["duplicates_removed"] == 1 and metadata["exact_duplicates_removed"] == 1
     assert metadata["split_novels"].data == {"train": 4, "validation": 1, "test": 1}
+
+
+@pytest.fixture
+def memory_out(tmp_path):
+    """A fresh ``memory://`` output folder: its URL and the fsspec filesystem behind it."""
+    fs = fsspec.filesystem("memory")
+    yield f"memory://{tmp_path.name}/out", fs
+    if fs.exists(f"/{tmp_path.name}"):
+        fs.rm(f"/{tmp_path.name}", recursive=True)
+
+
+def test_write_export_to_memory_protocol_matches_local(tmp_path, memory_out):
+    url, fs = memory_out
+    records = [_record(i) for i in range(7)]
+    splits = {"train": records[:4], "validation": records[4:5], "test": records[5:]}
+    local = write_export(records, tmp_path / "local", "simple", 3, {"seed": 1}, splits=splits)
+    remote = write_export(records, url, "simple", 3, {"seed": 1}, splits=splits)
+    root = url.removeprefix("memory://")
+    names = sorted(p.relative_to(tmp_path / "local").as_posix() for p in (tmp_path / "local").rglob("*") if p.is_file())
+    assert sorted(p.removeprefix(f"/{root}/") for p in fs.find(f"/{root}")) == names  # no temporary objects
+    for name in names:
+        if name == f"chunks/{INDEX_NAME}":
+            continue
+        assert fs.cat_file(f"/{root}/{name}") == (tmp_path / "local" / name).read_bytes(), name
+    index = json.loads(fs.cat_file(f"/{root}/chunks/{INDEX_NAME}"))
+    assert index["original_file"] == f"{url}/simple_dataset.json"
+    assert [c["file_path"] for c in index["chunks"]] == [f"{url}/chunks/{chunk_filename(n)}" for n in (1, 2, 3)]
+    assert str(remote.index_path) == f"{url}/chunks/{INDEX_NAME}"
+    with fs.open(f"/{root}/simple_dataset.parquet", "rb") as fh:
+        pd.testing.assert_frame_equal(pd.read_parquet(fh), pd.read_parquet(local.parquet_path))
+
+
+def test_memory_protocol_rerun_keeps_timestamp_and_removes_stale_chunks(memory_out):
+    url, fs = memory_out
+    root = url.removeprefix("memory://")
+    write_export([_record(i) for i in range(10)], url, "simple", 2)
+    first = fs.cat_file(f"/{root}/chunks/{INDEX_NAME}")
+    write_export([_record(i) for i in range(10)], url, "simple", 2)
+    assert fs.cat_file(f"/{root}/chunks/{INDEX_NAME}") == first  # unchanged: same index, same timestamp
+    result = write_export([_record(i) for i in range(3)], url, "simple", 2)
+    assert result.removed_stale == [chunk_filename(n) for n in (3, 4, 5)]
+    assert sorted(fs.ls(f"/{root}/chunks", detail=False)) == [
+        f"/{root}/chunks/{name}" for name in (INDEX_NAME, chunk_filename(1), chunk_filename(2))]

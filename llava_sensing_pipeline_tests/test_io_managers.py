@@ -1,3 +1,4 @@
+import fsspec
 import pandas as pd
 import pytest
 from dagster import AssetKey, build_input_context, build_output_context
@@ -35,3 +36,40 @@ def test_unpartitioned_round_trip(tmp_path):
     manager.handle_output(build_output_context(asset_key=AssetKey("chunked_json_exports")), frame)
     assert (tmp_path / "chunked_json_exports.parquet").exists()
     pd.testing.assert_frame_equal(manager.load_input(build_input_context(asset_key=AssetKey("chunked_json_exports"))), frame)
+
+
+@pytest.fixture
+def memory_base(tmp_path):
+    """A fresh ``memory://`` folder (fsspec's in-process filesystem, a second protocol besides local files)."""
+    fs = fsspec.filesystem("memory")
+    root = f"/{tmp_path.name}"
+    yield fs, root
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def test_memory_protocol_round_trip(memory_base):
+    fs, root = memory_base
+    manager = PartitionedParquetIOManager(base_dir=f"memory://{root.lstrip('/')}/storage")
+    keys = ["Modernist_Novel/A039_Some_Do_Not%2E%2E%2E", "Travel_Novel/B902_North by Rail!"]
+    frames = {k: pd.DataFrame({"i": [n, n + 1], "t": [k, "é"]}) for n, k in enumerate(keys)}
+    for key, frame in frames.items():
+        manager.handle_output(build_output_context(asset_key=AssetKey("text_chunks"), partition_key=key), frame)
+    # one object per partition, written whole (no temporary objects), named by the unchanged key
+    assert sorted(fs.find(root)) == [f"{root}/storage/text_chunks/{k}.parquet" for k in sorted(keys)]
+    for key, frame in frames.items():
+        loaded = manager.load_input(build_input_context(asset_key=AssetKey("text_chunks"), partition_key=key))
+        pd.testing.assert_frame_equal(loaded, frame)
+    with fs.open(f"{root}/storage/text_chunks/{keys[1]}.parquet", "rb") as fh:  # plain Parquet, readable by anyone
+        pd.testing.assert_frame_equal(pd.read_parquet(fh), frames[keys[1]])
+
+
+def test_memory_protocol_unpartitioned_and_missing(memory_base):
+    fs, root = memory_base
+    manager = PartitionedParquetIOManager(base_dir=f"memory://{root.lstrip('/')}")
+    frame = pd.DataFrame({"n": [3]})
+    manager.handle_output(build_output_context(asset_key=AssetKey("chunked_json_exports")), frame)
+    assert fs.exists(f"{root}/chunked_json_exports.parquet")
+    pd.testing.assert_frame_equal(manager.load_input(build_input_context(asset_key=AssetKey("chunked_json_exports"))), frame)
+    with pytest.raises(FileNotFoundError, match=rf"memory://{root.lstrip('/')}/text_chunks/G/x.parquet is missing"):
+        manager.load_input(build_input_context(asset_key=AssetKey("text_chunks"), partition_key="G/x"))

@@ -38,21 +38,35 @@ def faithful_script(request) -> str:
     prompt = request.messages[-1]["content"]
     cues = ", ".join(x for x in (reading(prompt, n) for n in ("Temperature", "Humidity", "Weather", "Time of day"))
                      if x)
-    return f"Here is the paragraph:\n\nI register {cues} around me. " + BODY
+    return f"Here is the paragraph:\n\nI register {cues} around me. " + body_for(request.options.get("seed", 0))
 
 
-BODY = " ".join([
-    "I move along the path and my sensors gather the world as I go.",
-    "I notice the texture of the ground beneath my feet, the grit and give of it, and the faint sound of my joints.",
-    "My attention turns slowly from one small thing to the next, a leaf, a stone, the edge of a shadow.",
-    "Somewhere behind me a door closes, and I wonder who lives there and what they think of a machine like me.",
-    "I keep a careful pace, because the way is uneven and I want to remember every part of it.",
-    "The light changes as I go, thinning and gathering again, and my eyes adjust with a soft mechanical sigh.",
-    "I think of the people who walked here before me, of their voices and their errands and their long afternoons.",
-    "Every surface tells me something: the roughness of bark, the chill of iron railings, the patience of old walls.",
-    "I record it all, yet what I keep is not the record but the feeling of passing through.",
-    "When I stop at last, I listen to the quiet settle around me, and I am grateful to be here, sensing, awake.",
-])
+NOUNS = ("lantern bridge orchard harbour stairway market chapel meadow quarry archway fountain terrace ferry mill "
+         "cloister vineyard tower garden railway pier cottage corridor courtyard bell").split()
+ADJECTIVES = ("crooked patient silver narrow hollow ancient quiet amber brittle distant tender restless weathered "
+              "gilded sunken humble faded").split()
+TEMPLATES = (
+    "I pass the {a} {n} and my sensors trace its {a2} edges.",
+    "Beyond the {n} I notice a {a} {n2} that seems to watch me.",
+    "My attention turns from the {a} {n} to the {n2}, and I wonder who built them.",
+    "I remember a {a} {n} from another journey, though I cannot say where it was.",
+    "The way to the {n} is {a}, and I keep a careful pace beside the {n2}.",
+    "I record the {a} {n} and the {a2} {n2}, yet what I keep is the feeling of passing.",
+    "Somewhere near the {n} a door closes, and I listen to the {a} hush that follows.",
+    "I think of the people who crossed this {a} {n} before me, and of their errands.",
+    "Every surface of the {n} tells me something {a}, and I am grateful to sense it.",
+    "When I stop by the {a} {n} at last, the {n2} settles into my memory like dust.",
+)
+
+
+def body_for(seed: int) -> str:
+    """Ten first-person sentences whose nouns and adjectives are drawn from the seed, so no two replies are
+    near-duplicates (the export removes those)."""
+    import random
+
+    rng = random.Random(seed)
+    return " ".join(t.format(a=rng.choice(ADJECTIVES), a2=rng.choice(ADJECTIVES), n=rng.choice(NOUNS),
+                             n2=rng.choice(NOUNS)) for t in TEMPLATES)
 
 
 @pytest.fixture
@@ -161,7 +175,8 @@ def test_failed_partition_reruns_only_its_unfinished_chunks(workspace, scripted_
 def test_garbage_and_timeouts_beyond_the_failure_share_fail_the_partition(workspace, scripted_ollama, capsys):
     scripted_ollama.set_script(faithful_script)
     scripted_ollama.inject_fault("http500", count=1000, path="/api/chat")
-    assert run(workspace, scripted_ollama, "llm", "--num-examples", "4", "--max-files", "1") == 1
+    assert run(workspace, scripted_ollama, "llm", "--num-examples", "4", "--max-files", "1",
+               "--max-retries", "0") == 1
     err = capsys.readouterr().err
     assert "failed after retries" in err
     assert not (workspace / "out" / "llm_dataset.json").exists()

@@ -3,11 +3,11 @@ novel and the dataset card, from every file's examples (duplicates removed first
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, asset
 
+from ..atomic import display_location
 from ..curation import Deduplicator, plan_splits
 from ..dataset_card import corpus_manifest, input_licence_note, write_dataset_card
 from ..export import order_examples, select_examples, write_export
@@ -82,7 +82,7 @@ def chunked_json_exports(
                      "splits": plan.summary, "split_warnings": plan.warnings},
         splits=plan.split_records(ordered),
     )
-    index = json.loads(Path(result.index_path).read_text(encoding="utf-8"))
+    index = json.loads(result.index_path.read_text(encoding="utf-8"))
     card = write_dataset_card(settings.output_dir, ordered, index,
                               corpus_manifest(settings.input_dir, [r.source_path for r in reports]),
                               CODE_VERSIONS, input_licence_note(settings.input_dir))
@@ -104,8 +104,8 @@ def chunked_json_exports(
         "split_examples": MetadataValue.json({k: v["examples"] for k, v in plan.summary.items()}),
         "split_novels": MetadataValue.json({k: len(v["novels"]) for k, v in plan.summary.items()}),
         "split_warnings": MetadataValue.json(plan.warnings),
-        "dataset_card": MetadataValue.path(str(Path(card).resolve())),
-        "dataset_path": MetadataValue.path(str(Path(result.dataset_path).resolve())),
+        "dataset_card": MetadataValue.path(display_location(card)),
+        "dataset_path": MetadataValue.path(display_location(result.dataset_path)),
         "style_distribution": MetadataValue.json(_distribution(ordered, ["literary_style"])),
         "time_distribution": MetadataValue.json(_distribution(ordered, ["sensor_data", "context", "time"])),
         "weather_distribution": MetadataValue.json(_distribution(ordered, ["sensor_data", "context", "weather"])),
