@@ -122,3 +122,34 @@ def test_llm_mode_with_server_down_fails_fast_and_writes_nothing(workspace, caps
 def test_missing_input_dir_is_a_clear_error(workspace, capsys):
     assert main(["generate", "--input-dir", str(workspace / "nope")]) == 2
     assert "--input-dir" in capsys.readouterr().err
+
+
+def test_status_and_backfill_failed_only(workspace, capsys):
+    (workspace / "Novel" / "Travel_Novel" / "B997_Blank.txt").write_text("   \n\n  ")
+    assert generate(workspace, "--num-examples", "12") == 1
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "Travel_Novel/B997_Blank" in out and "failed" in out and "6 materialized" in out
+    assert main(["status", "--genre", "Modernist_Novel"]) == 0
+    assert "Travel_Novel" not in capsys.readouterr().out
+    # fix the file, then re-run only what failed or is missing
+    src = next((workspace / "Novel" / "Travel_Novel").glob("B901*.txt"))
+    shutil.copy(src, workspace / "Novel" / "Travel_Novel" / "B997_Blank.txt")
+    assert main(["backfill", "--failed", "--input-dir", str(workspace / "Novel"), "--output-dir",
+                 str(workspace / "out"), "--num-examples", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "1 selected" not in out and "[1/1] Travel_Novel/B997_Blank: ok" in out
+    assert main(["status"]) == 0
+    assert "7 materialized" in capsys.readouterr().out
+
+
+def test_backfill_one_genre(workspace, capsys):
+    assert generate(workspace, "--num-examples", "12") == 0
+    capsys.readouterr()
+    assert main(["backfill", "--genre", "Travel_Novel", "--input-dir", str(workspace / "Novel"), "--output-dir",
+                 str(workspace / "out"), "--num-examples", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "3 materialized" in out and "Modernist_Novel/A90" not in out.split("files:")[0]
+    with pytest.raises(SystemExit, match="genres here"):
+        main(["backfill", "--genre", "Poetry", "--input-dir", str(workspace / "Novel")])
