@@ -54,6 +54,11 @@ def _run_options() -> argparse.ArgumentParser:
     opts.add_argument("--min-confidence", type=float, default=0.15,
                       help="minimum rule-analysis confidence for a chunk to become an example (default: 0.15)")
     opts.add_argument("--seed", type=int, default=42, help="global seed of every random draw (default: 42)")
+    opts.add_argument("--split-ratios", default="80,10,10",
+                      help="train,validation,test shares by example count; whole novels go to one split "
+                           "(default: 80,10,10)")
+    opts.add_argument("--near-duplicate-threshold", type=float, default=0.8,
+                      help="MinHash Jaccard similarity above which a target paragraph is a near-duplicate (default: 0.8)")
     opts.add_argument("--batch-size", type=_positive, default=None,
                       help="partitions per Dagster run (default: 50 in simple mode, 1 in the LLM modes)")
     opts.add_argument("--verbose", "-v", action="store_true", help="show Dagster's step logs")
@@ -105,6 +110,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         min_confidence=args.min_confidence, num_examples=args.num_examples, max_files=args.max_files,
         export_chunk_size=args.chunk_size, llm_confidence_threshold=args.confidence_threshold,
         min_alignment=args.min_alignment, min_words=args.min_words, max_words=args.max_words,
+        split_ratios=args.split_ratios, near_duplicate_threshold=args.near_duplicate_threshold,
     )
     home = ensure_dagster_home()
     from dagster import DagsterInstance
