@@ -12,10 +12,12 @@ import os
 from dagster import Definitions, in_process_executor
 
 from .assets import ALL_ASSETS
+from .checks import ALL_CHECKS
 from .io_managers import PartitionedParquetIOManager
 from .jobs import export_job, per_file_job
 from .ollama_resource import DEFAULT_MODEL, OllamaResource
 from .partitions import novel_file_sensor
+from .schedules import build_refresh_schedule, export_after_per_file_runs
 from .settings import PipelineSettings, settings_from_env
 
 DEFAULT_STORAGE_DIR = "data/storage"
@@ -43,8 +45,10 @@ def build_definitions(settings: PipelineSettings | None = None, storage_dir: str
     storage_dir = storage_dir or os.environ.get("LLAVA_SENSING_STORAGE_DIR", DEFAULT_STORAGE_DIR)
     return Definitions(
         assets=ALL_ASSETS,
+        asset_checks=ALL_CHECKS,
         jobs=[per_file_job, export_job],
-        sensors=[novel_file_sensor],
+        schedules=[build_refresh_schedule()],
+        sensors=[novel_file_sensor, export_after_per_file_runs],
         resources={
             "settings": settings,
             "ollama": ollama,

@@ -1,0 +1,153 @@
+"""The real UI: the Dagster webserver on ``workspace.yaml`` after a CLI run, driven by headless Debian Chromium.
+
+Needs ``/usr/bin/chromium`` (``.ci/run`` installs it) and Playwright (the ``test`` extra; it drives the system
+browser, no browser download). Outside CI the test is skipped when either is missing; in CI it fails instead.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from llava_sensing_pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                  "--disable-component-update", "--disable-sync"]
+ASSETS = ["novel_files", "text_chunks", "environment_features", "sensor_records", "style_labels", "generated_examples",
+          "chunked_json_exports"]
+PARTITION_KEYS = ["Modernist_Novel/A901_The_Glass_Weather", "Modernist_Novel/A902_A_Room_Facing_North",
+                  "Modernist_Novel/A903_Tidewater_Hours", "Travel_Novel/B901_Salt_Roads",
+                  "Travel_Novel/B902_North by Rail!", "Travel_Novel/B903_The_Lantern_Coast"]
+# the global lineage with both asset groups expanded (the UI's default group ids are "global@global:<group>")
+LINEAGE = "/asset-groups?expanded=global%40global%3Aper_file%2Cglobal%40global%3Aexport"
+STARTUP_TIMEOUT_S = 60
+
+
+def _requirements() -> str | None:
+    """Why the test cannot run here, or None."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright is not installed (pip install -e '.[test]')"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does it)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(base: str, query: str) -> dict:
+    request = urllib.request.Request(f"{base}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _wait_until_loaded(base: str, server: subprocess.Popen, log: Path) -> None:
+    """Waits for ``/server_info``, then for the code location to load; fails with the server's log otherwise."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    query = "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus locationOrLoadError { __typename } } } } }"
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"dagster-webserver exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(f"{base}/server_info", timeout=2).read()
+            entries = _graphql(base, query)["data"]["workspaceOrError"]["locationEntries"]
+            if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                errors = [e for e in entries if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"]
+                assert not errors, f"code location failed to load: {errors}\n{log.read_text()[-3000:]}"
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"dagster-webserver did not load workspace.yaml in {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def webserver(tmp_path, monkeypatch):
+    """A CLI run on a copy of the samples, then ``dagster-webserver -w workspace.yaml`` on the same DAGSTER_HOME."""
+    reason = _requirements()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"UI test cannot run in CI: {reason}")
+        pytest.skip(reason)
+    corpus = tmp_path / "Novel"
+    shutil.copytree(REPO / "Novel", corpus, ignore=shutil.ignore_patterns("*.md"))
+    env = {"DAGSTER_HOME": str(tmp_path / "home"), "LLAVA_SENSING_STORAGE_DIR": str(tmp_path / "storage"),
+           "LLAVA_SENSING_INPUT_DIR": str(corpus), "LLAVA_SENSING_OUTPUT_DIR": str(tmp_path / "out"),
+           "LLAVA_SENSING_NUM_EXAMPLES": "12", "LLAVA_SENSING_LLM_CACHE": str(tmp_path / "llm.sqlite")}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--input-dir", str(corpus), "--output-dir", str(tmp_path / "out"),
+                 "--num-examples", "12"]) == 0
+    port = _free_port()
+    log = tmp_path / "webserver.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "dagster_webserver", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1",
+             "-p", str(port)],
+            cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_loaded(base, server, log)
+        assert _graphql(base, "mutation { setNuxSeen }")["data"]["setNuxSeen"] is True  # no welcome modal
+        yield base, tmp_path
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the webserver and the code server it started
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_asset_graph_and_partitions_in_a_real_browser(webserver):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, tmp_path = webserver
+    with sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 2400, "height": 900})  # wide enough for full asset nodes (narrower truncates names)
+        page = browser.new_page()
+        page.set_default_timeout(20_000)
+
+        page.goto(base + LINEAGE)
+        for name in ASSETS:
+            expect(page.get_by_text(name, exact=True).first).to_be_visible()
+        expect(page.get_by_text("2 / 2 Passed").first).to_be_visible()  # the export's checks, in its node
+        page.screenshot(path=str(tmp_path / "asset_graph.png"))
+
+        page.set_viewport_size({"width": 1600, "height": 1000})
+        page.goto(base + "/assets/generated_examples?view=partitions")
+        body = page.locator("body")
+        for key in PARTITION_KEYS:
+            expect(body).to_contain_text(key)
+        expect(body).to_contain_text("Materialized (6)")
+        page.screenshot(path=str(tmp_path / "partitions.png"))
+
+        # one genre in one step: filter the launch dialog's partition list by the genre folder, then "Select all"
+        page.get_by_role("button", name="Materialize…").first.click()
+        page.get_by_text("Select a partition or create one").click()
+        page.get_by_placeholder("Filter partitions").fill("Modernist_Novel/")
+        page.get_by_text("Select all (3)").click()
+        page.keyboard.press("Escape")
+        expect(page.get_by_placeholder("Filter partitions")).to_be_hidden()
+        expect(page.get_by_text("3 partitions", exact=True)).to_be_visible()
+        page.screenshot(path=str(tmp_path / "genre_selection.png"))
+        browser.close()
