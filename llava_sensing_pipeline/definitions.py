@@ -1,4 +1,4 @@
-"""The Dagster code location: assets, jobs, sensor, resources and the in-process executor.
+"""The Dagster code location: assets, checks, jobs, sensors, schedule, resources and the executor.
 
 ``dagster dev -w workspace.yaml`` loads ``defs``; its settings come from ``LLAVA_SENSING_*`` environment variables
 (:func:`~llava_sensing_pipeline.settings.settings_from_env`). The CLI builds its own with
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions, in_process_executor
+from dagster import Definitions
 
 from .assets import ALL_ASSETS
 from .checks import ALL_CHECKS
+from .executors import executor_from_env
 from .io_managers import PartitionedParquetIOManager
 from .jobs import export_job, per_file_job
 from .ollama_resource import DEFAULT_MODEL, OllamaResource
@@ -54,7 +55,7 @@ def build_definitions(settings: PipelineSettings | None = None, storage_dir: str
             "ollama": ollama,
             "parquet_io_manager": PartitionedParquetIOManager(base_dir=storage_dir),
         },
-        executor=in_process_executor,
+        executor=executor_from_env(),
     )
 
 

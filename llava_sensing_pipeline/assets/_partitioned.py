@@ -17,7 +17,12 @@ from typing import Any
 import pandas as pd
 from dagster import AssetExecutionContext, Failure, MetadataValue
 
+from ..ollama_resource import OllamaUnavailable
+from ..text import NovelReadError
+
 FAILED_PARTITIONS_KEY = "failed_partitions"
+# Failures a step retry cannot fix: a file that cannot be read, an LLM server or model that is not there.
+PERMANENT_ERRORS = (NovelReadError, OllamaUnavailable)
 
 
 def _pick(value: Any, key: str) -> Any:
@@ -33,6 +38,7 @@ def for_each_partition(
     keys = list(context.partition_keys)
     results: dict[str, pd.DataFrame] = {}
     failures: dict[str, str] = {}
+    permanent = True
     started = time.monotonic()
     step = context.asset_key.to_user_string()
     for i, key in enumerate(keys, start=1):
@@ -41,6 +47,7 @@ def for_each_partition(
             frame, metadata = fn(key, *(_pick(v, key) for v in inputs))
         except Exception as exc:  # reported per partition below; the step still fails
             failures[key] = f"{type(exc).__name__}: {exc}"
+            permanent = permanent and isinstance(exc, PERMANENT_ERRORS)
             context.log.error(f"{step} [{i}/{len(keys)}] {key}: {failures[key]}")
             continue
         results[key] = frame
@@ -56,6 +63,7 @@ def for_each_partition(
             description=f"{step} failed for {len(failures)} of {len(keys)} partition(s): "
             + "; ".join(f"{k}: {v}" for k, v in failures.items()),
             metadata={FAILED_PARTITIONS_KEY: MetadataValue.json(failures)},
+            allow_retries=not permanent,
         )
     return results if len(keys) > 1 else results[keys[0]]
 

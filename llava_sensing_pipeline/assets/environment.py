@@ -21,7 +21,7 @@ from ..seeding import derive_seed
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS
 from ._partitioned import for_each_partition, json_column
-from .novels import PER_FILE
+from .novels import LLM_POOL, PER_FILE
 
 
 def rule_features(chunks: pd.DataFrame) -> pd.DataFrame:
@@ -101,7 +101,8 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
 
 
 @asset(**PER_FILE, code_version=CODE_VERSIONS["environment_features"], kinds={"pandas", "parquet"},
-       retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS))
+       retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
+       pool=LLM_POOL)
 def environment_features(
     context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, text_chunks
 ):

@@ -31,7 +31,7 @@ from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS, partition_fingerprint
 from ._partitioned import for_each_partition
 from .environment import check_failure_share
-from .novels import PER_FILE
+from .novels import LLM_POOL, PER_FILE
 from .sensors import sensor_record_from_row
 
 EXAMPLE_COLUMNS = ["id", "chunk_index", "selection_rank", "target_chars", "record_json"]
@@ -132,7 +132,8 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
 
 
 @asset(**PER_FILE, code_version=CODE_VERSIONS["generated_examples"], kinds={"pandas", "parquet"},
-       retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS))
+       retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
+       pool=LLM_POOL)
 def generated_examples(
     context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, style_labels
 ):

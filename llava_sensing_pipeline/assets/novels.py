@@ -12,6 +12,8 @@ from ..text import chunk_text, read_novel
 from ..versions import CODE_VERSIONS
 from ._partitioned import for_each_partition
 
+# Dagster concurrency pool of the LLM-bound steps (see README, "Scaling out": its limit is 1).
+LLM_POOL = "ollama"
 PER_FILE = dict(partitions_def=novel_partitions, io_manager_key="parquet_io_manager", group_name="per_file")
 
 
