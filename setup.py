@@ -1,5 +1,7 @@
 from setuptools import find_packages, setup
 
+SCALE = ["dagster-postgres>=0.29,<0.30", "dagster-k8s>=0.29,<0.30", "dagster-celery>=0.29,<0.30"]
+
 setup(
     name="llava_sensing_pipeline",
     version="0.1.0",
@@ -18,15 +20,14 @@ setup(
         "universal-pathlib>=0.2,<0.4",
     ],
     extras_require={
-        # Beyond one machine: Dagster instance storage on PostgreSQL (deploy/dagster-postgres.yaml).
-        "scale": [
-            "dagster-postgres>=0.29,<0.30",
-        ],
+        # Beyond one machine: instance storage on PostgreSQL (deploy/dagster-postgres.yaml) and the Kubernetes and
+        # Celery executors (LLAVA_SENSING_EXECUTOR=k8s|celery, deploy/).
+        "scale": SCALE,
         # Parquet storage and exports on object stores (--output-dir / LLAVA_SENSING_STORAGE_DIR s3://… or gs://…).
         "s3": ["s3fs>=2024.2"],
         "gcs": ["gcsfs>=2024.2"],
         "test": [
-            "dagster-postgres>=0.29,<0.30",
+            *SCALE,
             "pytest>=8,<10",
             "playwright>=1.50,<2",  # drives Debian's chromium in test_ui (no browser download)
             "xllamacpp>=2026.10,<2027",
