@@ -17,7 +17,6 @@ the phrase "no wind", which is a cue for calm air.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 
@@ -289,6 +288,11 @@ _PHRASE_RULES: tuple[tuple[str, frozenset[bytes], re.Pattern[bytes], tuple[bytes
     )
     for phrase in _PHRASES
 )
+# The phrase rules by their first word: a phrase is only tried when all its words occur in the chunk.
+_PHRASES_BY_FIRST: dict[bytes, tuple[tuple[str, frozenset[bytes], re.Pattern[bytes], tuple[bytes, ...]], ...]] = {
+    first: tuple(rule for rule in _PHRASE_RULES if rule[0].split()[0].encode() == first)
+    for first in sorted({rule[0].split()[0].encode() for rule in _PHRASE_RULES})
+}
 # Words worth counting: lexicon words and the words of phrases (to know when to run a phrase regex).
 _LOOKUP_WORDS = frozenset(_LEXICON).union(*(rule[1] for rule in _PHRASE_RULES))
 _RANK: dict[str, dict[str, int]] = {name: {lb: i for i, lb in enumerate(vocab)} for name, vocab in VOCABULARY.items()}
@@ -300,9 +304,13 @@ def tokenize(text: str) -> tuple[bytes, list[bytes]]:
     return buffer, buffer.split()
 
 
-def count_words(tokens: list[bytes], vocabulary: Set[bytes]) -> Counter[bytes]:
-    """Occurrences in ``tokens`` of each word of ``vocabulary`` that occurs at least once."""
-    return Counter(filter(vocabulary.__contains__, tokens))
+def count_words(tokens: list[bytes], vocabulary: Set[bytes]) -> dict[bytes, int]:
+    """Occurrences in ``tokens`` of each word of ``vocabulary`` that occurs at least once (first-seen order)."""
+    counts: dict[bytes, int] = {}
+    get = counts.get
+    for word in filter(vocabulary.__contains__, tokens):
+        counts[word] = get(word, 0) + 1
+    return counts
 
 
 @dataclass(frozen=True)
@@ -346,27 +354,38 @@ def _evidence(text: str) -> tuple[dict[str, dict[str, int]], dict[tuple[str, str
     """Hits per field and label, and the words behind each (field, label)."""
     buffer, tokens = tokenize(text)
     counts = count_words(tokens, _LOOKUP_WORDS)
-    present = counts.keys()
-    evidence: list[tuple[str, tuple[tuple[str, str], ...], int]] = []
-    for phrase, parts, pattern, absorbed in _PHRASE_RULES:
-        if present >= parts:
-            n = len(pattern.findall(buffer))
-            if n:
-                evidence.append((phrase, _PHRASES[phrase], n))
-                for word in absorbed:
-                    counts[word] -= n
-    for word, n in counts.items():
-        pairs = _LEXICON.get(word)
-        if pairs and n > 0:
-            evidence.append((word.decode(), pairs, n))
-
     hits: dict[str, dict[str, int]] = {}
     words_for: dict[tuple[str, str], list[str]] = {}
+    if not counts:
+        return hits, words_for
+    present = counts.keys()
+    evidence: list[tuple[str, tuple[tuple[str, str], ...], int]] = []
+    for first in [w for w in present if w in _PHRASES_BY_FIRST]:
+        for phrase, parts, pattern, absorbed in _PHRASES_BY_FIRST[first]:
+            if parts <= present:
+                n = len(pattern.findall(buffer))
+                if n:
+                    evidence.append((phrase, _PHRASES[phrase], n))
+                    for word in absorbed:
+                        counts[word] -= n
+    for word, n in counts.items():
+        if n > 0:
+            pairs = _LEXICON.get(word)
+            if pairs:
+                evidence.append((word.decode(), pairs, n))
+
     for key, pairs, n in evidence:
-        for field_name, label in pairs:
-            field_hits = hits.setdefault(field_name, {})
-            field_hits[label] = field_hits.get(label, 0) + n
-            words_for.setdefault((field_name, label), []).append(key)
+        for pair in pairs:
+            field_hits = hits.get(pair[0])
+            if field_hits is None:
+                hits[pair[0]] = {pair[1]: n}
+            else:
+                field_hits[pair[1]] = field_hits.get(pair[1], 0) + n
+            found = words_for.get(pair)
+            if found is None:
+                words_for[pair] = [key]
+            else:
+                found.append(key)
     return hits, words_for
 
 
@@ -388,10 +407,13 @@ def analyze_rules(text: str) -> EnvironmentFeatures:
     cues: dict[str, list[str]] = {}
     fields_found = extra_hits = 0
     for name in ENV_FIELDS:
-        field_hits = hits.get(name, {})
+        field_hits = hits.get(name)
         if field_hits:
-            rank = _RANK[name]
-            best = min(field_hits, key=lambda lb: (-field_hits[lb], rank[lb]))
+            if len(field_hits) == 1:
+                best = next(iter(field_hits))
+            else:
+                rank = _RANK[name]
+                best = min(field_hits, key=lambda lb: (-field_hits[lb], rank[lb]))
             labels[name] = best
             cues[name] = sorted(words_for[(name, best)])
             fields_found += 1

@@ -121,16 +121,17 @@ WIND_LEVEL_WORDS: dict[str, str] = {"calm": "barely a breath of air", "breeze": 
                                     "strong": "a strong wind", "unknown": "a wind"}
 
 
-def _clip(value: float, name: str) -> float:
-    low, high = SENSOR_RANGES[name]
-    return min(max(value, low), high)
+_TEMPERATURE_LOW, _TEMPERATURE_HIGH = SENSOR_RANGES["temperature"]
+_HUMIDITY_LOW, _HUMIDITY_HIGH = SENSOR_RANGES["humidity"]
+_IMU_BOUNDS: tuple[tuple[float, float], ...] = tuple(SENSOR_RANGES[name] for name in IMU_FIELDS)
+_VOCABULARY_ITEMS = tuple(VOCABULARY.items())
 
 
 def _checked_labels(features: Mapping[str, str]) -> dict[str, str]:
     labels = {}
-    for name in ENV_FIELDS:
+    for name, vocabulary in _VOCABULARY_ITEMS:
         value = features.get(name, "unknown")
-        if value not in VOCABULARY[name]:
+        if value not in vocabulary:
             raise ValueError(
                 f"sensor synthesis: {name}={value!r} is not one of {', '.join(VOCABULARY[name])}; "
                 "pass analyzer output through environment.validate_labels first"
@@ -147,19 +148,17 @@ def synthesize_sensor_record(features: Mapping[str, str], seed: int) -> dict:
     labels = _checked_labels(features)
     rng = random.Random(seed)
 
+    weather = labels["weather"]
     low, high = TEMPERATURE_RANGES[labels["temperature_hint"]]
-    temperature = rng.uniform(low, high) + WEATHER_TEMPERATURE_SHIFT[labels["weather"]]
+    temperature = rng.uniform(low, high) + WEATHER_TEMPERATURE_SHIFT[weather]
     temperature = min(max(temperature, low), high)
-    if labels["weather"] == "snow":
+    if weather == "snow":
         temperature = min(temperature, SNOW_MAX_TEMPERATURE)
-    temperature = _clip(temperature, "temperature")
+    temperature = min(max(temperature, _TEMPERATURE_LOW), _TEMPERATURE_HIGH)
 
-    humidity = (
-        HUMIDITY_BASE[labels["weather"]]
-        + HUMIDITY_HINT_SHIFT[labels["humidity_hint"]]
-        + rng.gauss(0.0, HUMIDITY_NOISE_SD)
-    )
-    humidity = _clip(humidity, "humidity")
+    gauss = rng.gauss
+    humidity = HUMIDITY_BASE[weather] + HUMIDITY_HINT_SHIFT[labels["humidity_hint"]] + gauss(0.0, HUMIDITY_NOISE_SD)
+    humidity = min(max(humidity, _HUMIDITY_LOW), _HUMIDITY_HIGH)
 
     location = labels["location"]
     if location == "indoor":
@@ -172,14 +171,14 @@ def synthesize_sensor_record(features: Mapping[str, str], seed: int) -> dict:
     movement = labels["movement"]
     acc_sd, acc_z_sd, gx_sd, gy_sd, gz_sd = IMU_NOISE.get(movement, IMU_NOISE["walking"])
     draws = (
-        rng.gauss(0.0, acc_sd),
-        rng.gauss(0.0, acc_sd),
-        GRAVITY + rng.gauss(0.0, acc_z_sd),
-        rng.gauss(0.0, gx_sd),
-        rng.gauss(0.0, gy_sd),
-        rng.gauss(0.0, gz_sd),
+        gauss(0.0, acc_sd),
+        gauss(0.0, acc_sd),
+        GRAVITY + gauss(0.0, acc_z_sd),
+        gauss(0.0, gx_sd),
+        gauss(0.0, gy_sd),
+        gauss(0.0, gz_sd),
     )
-    imu = [round(_clip(value, name), 3) for value, name in zip(draws, IMU_FIELDS)]
+    imu = [round(min(max(value, lo), hi), 3) for value, (lo, hi) in zip(draws, _IMU_BOUNDS)]
 
     return {
         "temperature": round(temperature, 1),
@@ -188,7 +187,7 @@ def synthesize_sensor_record(features: Mapping[str, str], seed: int) -> dict:
         "wind_direction_name": COMPASS_POINTS[wind_index],
         "imu": imu,
         "movement": movement,
-        "context": {"scenario": location, "time": labels["time_of_day"], "weather": labels["weather"]},
+        "context": {"scenario": location, "time": labels["time_of_day"], "weather": weather},
     }
 
 

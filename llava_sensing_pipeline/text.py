@@ -302,11 +302,19 @@ _SENTENCE_END_RE = re.compile(r"[.!?…][\"'’”)\]]*\s+")
 _PARAGRAPH_JOIN = "\n\n"
 
 
+# The ASCII whitespace ``str.split()`` splits on, other than the space and the line feed.
+_ASCII_OTHER_SPACES = ("\t", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
+
+
 def _clean(source: str) -> str:
     """Collapse every whitespace run (line breaks included) to one space and strip."""
-    if "\n" in source or "  " in source or "\t" in source:
-        return " ".join(source.split())
-    return source.strip()
+    if "\n" not in source and "  " not in source and "\t" not in source:
+        return source.strip()
+    if source.isascii() and not any(ch in source for ch in _ASCII_OTHER_SPACES):
+        flat = source.replace("\n", " ")  # the usual hard-wrapped paragraph: single spaces and line feeds
+        if "  " not in flat:
+            return flat.strip()
+    return " ".join(source.split())
 
 
 def _is_heading(paragraph: str) -> bool:

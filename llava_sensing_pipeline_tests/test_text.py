@@ -341,6 +341,18 @@ def test_hard_wrapped_paragraphs_are_rejoined() -> None:
     assert all("\n" not in p for c in chunks for p in c.text.split("\n\n"))
 
 
+@pytest.mark.parametrize(
+    "separator",
+    [" ", "  ", "\t", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\u2003", "\u3000", " \t ", "\u2028"],
+)
+@pytest.mark.parametrize("word", ["emptied.", "caf\u00e9."])
+@pytest.mark.parametrize("indent", ["", "  "])
+def test_every_whitespace_run_in_a_wrapped_paragraph_becomes_one_space(separator: str, word: str, indent: str) -> None:
+    lines = ["The lamp", "burned low", "and the room", indent + word]
+    chunks = chunk_text((separator + "\n").join(lines))
+    assert [c.text for c in chunks] == [f"The lamp burned low and the room {word}"]
+
+
 def test_single_newline_paragraphs_are_separate_paragraphs() -> None:
     rng = rng_for(0, "test_text", "single-newline")
     lines = [_paragraph(rng, 3) for _ in range(30)] + ["\u201cYes,\u201d she said."]

@@ -42,21 +42,17 @@ PERSONA = "You are an excellent English literary writer."
 def _candidates(table: pd.DataFrame, key: str, settings: PipelineSettings) -> list[tuple[int, int]]:
     """(rank, row position) of the usable chunks, in selection order."""
     order = selection_order(len(table), settings.seed, key)
-    llm_mode = settings.mode != "simple"
-    out = []
-    for rank, pos in enumerate(order):
-        row = table.iloc[pos]
-        if llm_mode:
-            ok = row["env_source"] == "llm" and row["confidence"] >= settings.llm_confidence_threshold
-        else:
-            ok = is_usable(row["chars"], row["confidence"], settings.min_chunk_chars, settings.min_confidence)
-        if ok:
-            out.append((rank, pos))
-    return out
+    confidence = table["confidence"].tolist()
+    if settings.mode != "simple":
+        ok = [src == "llm" and c >= settings.llm_confidence_threshold
+              for src, c in zip(table["env_source"].tolist(), confidence)]
+    else:
+        ok = [is_usable(n, c, settings.min_chunk_chars, settings.min_confidence)
+              for n, c in zip(table["chars"].tolist(), confidence)]
+    return [(rank, pos) for rank, pos in enumerate(order) if ok[pos]]
 
 
-def _example_row(table, pos, rank, key, settings, target, prompt, generation) -> dict:
-    row = next(table.iloc[[pos]].itertuples(index=False))
+def _example_row(row, rank, key, settings, target, prompt, generation) -> dict:
     sensor = sensor_record_from_row(row)
     record = build_example(
         relative_path=row.relative_path, partition_key=key, chunk=row._asdict(),
@@ -78,7 +74,8 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 def extractive_examples(table: pd.DataFrame, key: str, settings: PipelineSettings) -> pd.DataFrame:
     """Every usable chunk as an example whose target is the source passage (simple and hybrid modes)."""
-    return _frame([_example_row(table, pos, rank, key, settings, None, None, {})
+    rows = list(table.itertuples(index=False))
+    return _frame([_example_row(rows[pos], rank, key, settings, None, None, {})
                    for rank, pos in _candidates(table, key, settings)])
 
 
@@ -89,14 +86,16 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
     rejections: Counter[str] = Counter()
     digest = ollama.check_ready()
 
+    rows = list(table.itertuples(index=False))
+
     def generate(item: tuple[int, int]) -> Outcome:
         rank, pos = item
-        row = table.iloc[pos]
-        sensor = sensor_record_from_row(next(table.iloc[[pos]].itertuples(index=False)))
-        prompt = build_generation_prompt(sensor, row["literary_style"])
+        row = rows[pos]
+        sensor = sensor_record_from_row(row)
+        prompt = build_generation_prompt(sensor, row.literary_style)
         messages = [{"role": "system", "content": PERSONA}, {"role": "user", "content": prompt}]
         for attempt in range(1, settings.generation_attempts + 1):
-            seed = derive_seed(settings.seed, key, int(row["chunk_index"]), "generation", attempt) % 2**31
+            seed = derive_seed(settings.seed, key, int(row.chunk_index), "generation", attempt) % 2**31
             options = {"temperature": 0.8, "num_predict": GENERATION_NUM_PREDICT, "seed": seed}
             try:
                 reply = ollama.chat(messages, options=options)
@@ -114,7 +113,7 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
                     "sensor_to_text_mapping": quality.mapping, "latency_s": round(reply.latency_s, 3),
                     "eval_tokens": reply.eval_count,
                 }
-                return Outcome(True, _example_row(table, pos, rank, key, settings, quality.text, prompt, provenance))
+                return Outcome(True, _example_row(row, rank, key, settings, quality.text, prompt, provenance))
             rejections.update(quality.reasons)
         return Outcome(False, error="rejected")
 
