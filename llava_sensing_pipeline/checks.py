@@ -247,7 +247,7 @@ def load_export(output_dir: str | Path, mode: str) -> tuple[dict, list[dict], di
 
 
 def _by_partition(context: AssetCheckExecutionContext, value) -> dict[str, pd.DataFrame]:
-    return value if isinstance(value, dict) else {context.partition_key: value}
+    return value if isinstance(value, Mapping) else {context.partition_key: value}
 
 
 def _targets(instance, asset_key: AssetKey, keys: Sequence[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from .atomic import StoragePath, atomic_write_json, atomic_write_parquet, dumps_json, ensure_dir, storage_path
+from .atomic import StoragePath, atomic_write_parquet, atomic_write_text, dumps_json, ensure_dir, storage_path
 from .curation import Deduplicator
 from .seeding import rng_for
 
@@ -138,7 +138,7 @@ def _write_if_changed(obj: object, path: StoragePath) -> None:
     text = dumps_json(obj)
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return
-    atomic_write_json(obj, path)
+    atomic_write_text(text, path)
 
 
 def write_export(

@@ -13,6 +13,8 @@ object store each file is uploaded whole in one write, which the store makes vis
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
@@ -49,16 +51,33 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
             return read_parquet(self._path(asset_path, None))
         keys = list(context.asset_partition_keys)
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
-        frames = {}
+        paths = {}
         for key in keys:
             path = self._path(asset_path, key)
             if path.exists():
-                frames[key] = read_parquet(path)
+                paths[key] = path
             elif not allow_missing:
                 raise FileNotFoundError(
                     f"{path} is missing: materialize partition {key!r} of {context.asset_key.to_user_string()} first"
                 )
         downstream_multi = context.has_partition_key is False or allow_missing
         if len(keys) == 1 and not downstream_multi:
-            return frames[keys[0]]
-        return frames
+            return read_parquet(paths[keys[0]])
+        return LazyPartitions(paths)
+
+
+class LazyPartitions(Mapping[str, pd.DataFrame]):
+    """Partition key → DataFrame, read from Parquet on access and not kept, so a step that reads many partitions
+    (the export reads every file's examples) holds one partition in memory at a time, not the whole corpus."""
+
+    def __init__(self, paths: Mapping[str, StoragePath]):
+        self._paths = dict(paths)
+
+    def __getitem__(self, key: str) -> pd.DataFrame:
+        return read_parquet(self._paths[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)

@@ -286,7 +286,9 @@ def read_novel(path: str | os.PathLike[str]) -> NovelText:
 
 # --- chunking ---------------------------------------------------------------------------------
 
-_MARKER_RE = re.compile(r"\[[ \t]*(?:illustration|picture)\b[^\]\[]{0,2000}\]", re.IGNORECASE)
+# A marker ends at its "]"; an unclosed one (a malformed file) ends at the end of its paragraph.
+_MARKER_RE = re.compile(r"\[[ \t]*(?:illustration|picture)\b(?:[^\]\[]{0,2000}\]|(?:(?!\n[ \t]*\n)[^\]\[]){0,2000})",
+                        re.IGNORECASE)
 _NON_NEWLINE_RE = re.compile(r"[^\n]")
 # A block: a maximal run of non-blank lines; group 1 starts at its first visible character.
 _BLOCK_RE = re.compile(r"^[ \t]*(\S[^\n]*(?:\n[ \t]*\S[^\n]*)*)", re.MULTILINE)

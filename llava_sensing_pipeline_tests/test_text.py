@@ -501,3 +501,12 @@ def test_real_corpus_chunks_are_clean() -> None:
         for chunk in chunks:
             assert len(chunk.text) <= 1000
             assert not any(bad in chunk.text for bad in FORBIDDEN_IN_CHUNKS), (path.name, chunk.index)
+
+
+def test_unclosed_illustration_marker_is_dropped_to_the_end_of_its_paragraph():
+    text = ("The rain came down over the harbour all evening long.\n\n[Illustration: a quay in the rain\n"
+            "with boats\n\nI walked home through the wet streets at night.")
+    chunks = chunk_text(text, target_chars=60, min_chars=20, max_chars=200)
+    joined = " ".join(c.text for c in chunks)
+    assert "[Illustration" not in joined and "quay in the rain" not in joined
+    assert "harbour" in joined and "wet streets" in joined

@@ -26,7 +26,7 @@ PERMANENT_ERRORS = (NovelReadError, OllamaUnavailable)
 
 
 def _pick(value: Any, key: str) -> Any:
-    return value[key] if isinstance(value, dict) else value
+    return value[key] if isinstance(value, Mapping) else value
 
 
 def for_each_partition(
