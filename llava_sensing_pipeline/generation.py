@@ -171,7 +171,8 @@ class Outcome:
 
 
 def walk_until_quota(
-    candidates: Sequence[T], quota: int, work: Callable[[T], Outcome], parallel: int = 1
+    candidates: Sequence[T], quota: int, work: Callable[[T], Outcome], parallel: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[T, Outcome]:
     """Processes ``candidates`` in order, up to ``parallel`` at a time, until ``quota`` of them are accepted.
 
@@ -179,6 +180,7 @@ def walk_until_quota(
     processed items are always the shortest prefix of ``candidates`` that holds ``quota`` accepted ones (or all of
     them), whatever the timing: the result is deterministic, and the calls per accepted item stay minimal.
     An exception escaping ``work`` (e.g. the server went away) cancels what is pending and propagates.
+    ``progress(done, accepted)`` is called after each item.
     """
     results: dict[T, Outcome] = {}
     if quota <= 0 or not candidates:
@@ -200,6 +202,8 @@ def walk_until_quota(
                     outcome = future.result()
                     results[item] = outcome
                     accepted += outcome.accepted
+                    if progress is not None:
+                        progress(len(results), accepted)
         finally:
             for future in in_flight:
                 future.cancel()

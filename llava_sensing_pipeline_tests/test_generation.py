@@ -146,3 +146,10 @@ def test_build_example_schema_and_id():
 def test_clean_generated_drops_a_bare_title_block():
     assert clean_generated("Night Walk\n\nI walk in the rain.") == "I walk in the rain."
     assert clean_generated("I walk\nin the rain.") == "I walk in the rain."
+
+
+def test_walk_until_quota_reports_progress():
+    seen = []
+    walk_until_quota(list(range(10)), 3, lambda i: Outcome(i % 2 == 0), parallel=2,
+                     progress=lambda done, accepted: seen.append((done, accepted)))
+    assert [d for d, _ in seen] == list(range(1, len(seen) + 1)) and seen[-1][1] == 3

@@ -10,6 +10,7 @@ CLI can isolate them and re-run the rest.
 from __future__ import annotations
 
 import json
+import resource
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -52,7 +53,8 @@ def for_each_partition(
             continue
         results[key] = frame
         context.add_asset_metadata(
-            {**metadata, "rows": len(frame), "wall_time_s": round(time.monotonic() - t0, 3)}, partition_key=key
+            {**metadata, "rows": len(frame), "wall_time_s": round(time.monotonic() - t0, 3),
+             "peak_rss_mib": peak_rss_mib()}, partition_key=key
         )
         if len(keys) > 1 and (i % 25 == 0 or i == len(keys)):
             elapsed = time.monotonic() - started
@@ -66,6 +68,25 @@ def for_each_partition(
             allow_retries=not permanent,
         )
     return results if len(keys) > 1 else results[keys[0]]
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far, in MiB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def progress_logger(context, what: str, total: int, every: int = 10) -> Callable[[int, int], None]:
+    """A callback for long per-chunk loops: logs "chunk j of m" with the accepted count and an ETA."""
+    started = time.monotonic()
+
+    def log(done: int, accepted: int) -> None:
+        if done % every == 0 or done == total:
+            elapsed = time.monotonic() - started
+            eta = elapsed / done * (total - done) if done else 0.0
+            context.log.info(f"{what}: chunk {done} of at most {total}, {accepted} accepted, "
+                             f"{elapsed:.1f} s elapsed, ETA at most {eta:.1f} s")
+
+    return log
 
 
 def json_column(values) -> list[str]:

@@ -20,7 +20,7 @@ from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS
-from ._partitioned import for_each_partition, json_column
+from ._partitioned import for_each_partition, json_column, progress_logger
 from .novels import LLM_POOL, PER_FILE
 
 
@@ -69,7 +69,8 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
         return Outcome(result["confidence"] >= settings.llm_confidence_threshold, result)
 
     ollama.check_ready()
-    outcomes = walk_until_quota(candidates, target, analyze, ollama.total_slots)
+    outcomes = walk_until_quota(candidates, target, analyze, ollama.total_slots,
+                                progress_logger(context, f"{key} analysis", len(candidates)))
     for pos, outcome in outcomes.items():
         if outcome.value is None:
             continue

@@ -29,7 +29,7 @@ from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS, partition_fingerprint
-from ._partitioned import for_each_partition
+from ._partitioned import for_each_partition, progress_logger
 from .environment import check_failure_share
 from .novels import LLM_POOL, PER_FILE
 from .sensors import sensor_record_from_row
@@ -117,7 +117,9 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
             rejections.update(quality.reasons)
         return Outcome(False, error="rejected")
 
-    outcomes = walk_until_quota(_candidates(table, key, settings), quota, generate, ollama.total_slots)
+    candidates = _candidates(table, key, settings)
+    outcomes = walk_until_quota(candidates, quota, generate, ollama.total_slots,
+                                progress_logger(context, f"{key} generation", len(candidates)))
     check_failure_share("generated_examples", key, stats, len(outcomes), settings.max_failure_share)
     rows = [o.value for o in outcomes.values() if o.accepted]
     metadata = {
