@@ -15,6 +15,7 @@ This is what ``llava-sensing generate`` does, against a persistent ``DAGSTER_HOM
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,8 +40,10 @@ from .partitions import (
     selection_quotas,
     sync_partitions,
 )
-from .settings import PipelineSettings
-from .versions import partition_fingerprint
+from .atomic import storage_path
+from .export import INDEX_NAME
+from .settings import PipelineSettings, stable_hash
+from .versions import CODE_VERSIONS, partition_fingerprint
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 VERBOSE_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -93,12 +96,31 @@ def expected_fingerprints(settings: PipelineSettings, files: Sequence[NovelFile]
             for f in files}
 
 
-def stale_partitions(instance: DagsterInstance, settings: PipelineSettings, files: Sequence[NovelFile],
-                     model: str) -> list[str]:
-    """Keys whose examples are missing or were made from other bytes, code or settings."""
-    expected = expected_fingerprints(settings, files, model)
+def stale_partitions(instance: DagsterInstance, expected: dict[str, str]) -> list[str]:
+    """Keys whose examples are missing or were made from other bytes, code or settings than ``expected``."""
     recorded = latest_metadata(instance, "generated_examples", list(expected))
     return [k for k in expected if recorded.get(k, {}).get("fingerprint") != expected[k]]
+
+
+def export_fingerprint(settings: PipelineSettings, partition_fingerprints: dict[str, str]) -> str:
+    """What the export depends on: every selected partition's fingerprint, the export settings and code."""
+    return stable_hash({
+        "partitions": partition_fingerprints,
+        "code": CODE_VERSIONS["chunked_json_exports"],
+        "settings": {k: getattr(settings, k) for k in (
+            "mode", "seed", "output_dir", "num_examples", "max_files", "export_chunk_size", "split_ratios",
+            "near_duplicate_threshold")},
+    })
+
+
+def export_is_current(output_dir: str, mode: str, fingerprint: str) -> bool:
+    """True when the export in ``output_dir`` was written from exactly this state (its index says so)."""
+    out = storage_path(output_dir)
+    try:
+        index = json.loads((out / "chunks" / INDEX_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return index.get("export_fingerprint") == fingerprint and (out / f"{mode}_dataset.json").exists()
 
 
 def contiguous_ranges(order: Sequence[str], targets: set[str], max_len: int) -> list[list[str]]:
@@ -189,12 +211,13 @@ class Runner:
         added, removed = sync_partitions(self.instance, files, all_present)
         for key in removed:
             self.echo(f"removed: {key} (its file is gone; partition deleted, not exported)")
+        expected = expected_fingerprints(self.settings, files, self.model)
         if only is not None:
             stale = list(only)
         elif force:
             stale = [f.key for f in files]
         else:
-            stale = stale_partitions(self.instance, self.settings, files, self.model)
+            stale = stale_partitions(self.instance, expected)
         report = RunReport(selected=files, added=added, removed=removed, stale=stale)
         self.order = registered_keys(self.instance)
         batches = contiguous_ranges(self.order, set(stale), self.batch_size)
@@ -210,8 +233,15 @@ class Runner:
             report.export_error = "every selected file failed; no dataset was written"
             report.seconds = time.monotonic() - started
             return report
+        fingerprint = export_fingerprint(self.settings, expected)
+        if not stale and not removed and export_is_current(self.settings.output_dir, self.settings.mode, fingerprint):
+            self.echo("export: up to date (nothing it depends on changed)")
+            report.export_ok = True
+            report.seconds = time.monotonic() - started
+            return report
         export_config = {"ops": {"chunked_json_exports": {"config": {
-            "partition_keys": [f.key for f in files], "failure_reasons": report.failures}}}}
+            "partition_keys": [f.key for f in files], "failure_reasons": report.failures,
+            "fingerprint": "" if report.failures else fingerprint}}}}
         result = self.export.execute_in_process(instance=self.instance, raise_on_error=False,
                                                 run_config={**self.run_config, **export_config})
         report.runs += 1

@@ -21,10 +21,11 @@ NOT_MATERIALIZED = "not materialized: the partition failed or has not run yet (s
 
 class ExportConfig(Config):
     """Which partitions the export covers (default: the files now in the input folder, ``max_files`` per genre),
-    and the reasons the CLI saw for partitions that failed."""
+    the reasons the CLI saw for partitions that failed, and the CLI's fingerprint of the export's inputs."""
 
     partition_keys: list[str] | None = None
     failure_reasons: dict[str, str] = {}
+    fingerprint: str = ""  # set by the CLI: lets an unchanged re-run skip the export
 
 
 def _distribution(records, path) -> dict[str, int]:
@@ -79,7 +80,8 @@ def chunked_json_exports(
         ordered, settings.output_dir, settings.mode, settings.export_chunk_size,
         index_extra={"seed": settings.seed, "requested_examples": sum(quotas.values()), "files": files,
                      "failed_files": failed, "deduplication": dedup_summary, "split_ratios": plan.ratios,
-                     "splits": plan.summary, "split_warnings": plan.warnings},
+                     "splits": plan.summary, "split_warnings": plan.warnings,
+                     **({"export_fingerprint": config.fingerprint} if config.fingerprint else {})},
         splits=plan.split_records(ordered),
     )
     index = json.loads(result.index_path.read_text(encoding="utf-8"))
