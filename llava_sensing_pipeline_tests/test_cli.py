@@ -63,8 +63,18 @@ def test_rerun_is_incremental_and_byte_identical(workspace, capsys):
     first = exports(workspace)
     capsys.readouterr()
     assert generate(workspace, "--num-examples", "20") == 0
-    assert "0 materialized" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 materialized" in out and "export: up to date" in out
     assert exports(workspace) == first
+    # an export setting alone re-exports without re-materializing anything
+    assert generate(workspace, "--num-examples", "20", "--chunk-size", "3") == 0
+    out = capsys.readouterr().out
+    assert "0 materialized" in out and "export: up to date" not in out
+    assert generate(workspace, "--num-examples", "20") == 0
+    again = exports(workspace)
+    assert again[Path("simple_dataset.json")] == first[Path("simple_dataset.json")]
+    assert {k for k in again} == {k for k in first}
+    capsys.readouterr()
     # a new file costs exactly one partition
     src = next((workspace / "Novel" / "Travel_Novel").glob("*.txt"))
     shutil.copy(src, src.with_name("B999_Copy.txt"))
