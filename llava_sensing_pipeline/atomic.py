@@ -111,10 +111,6 @@ def dumps_json(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
 
 
-def atomic_write_json(obj: Any, target: str | os.PathLike) -> None:
-    atomic_write_text(dumps_json(obj), target)
-
-
 def atomic_write_parquet(frame: pd.DataFrame, target: str | os.PathLike) -> None:
     target = storage_path(target)
     if is_remote(target):

@@ -58,10 +58,6 @@ class LLMReply:
     eval_duration_s: float
     attempts: int  # calls made for this reply (0 when cached)
 
-    @property
-    def tokens_per_second(self) -> float:
-        return self.eval_count / self.eval_duration_s if self.eval_duration_s > 0 else 0.0
-
 
 class ResponseCache:
     """A thread-safe SQLite map from request key to the reply (text and eval figures)."""
