@@ -12,7 +12,7 @@ import math
 import pandas as pd
 from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, RetryPolicy, asset
 
-from ..environment import ENV_FIELDS, analyze_rules
+from ..environment import ENV_FIELDS, EnvironmentFeatures, analyze_rules
 from ..environment_llm import ANALYSIS_NUM_PREDICT, ANALYSIS_SCHEMA, analysis_messages, interpret_analysis
 from ..generation import Outcome, selection_order, walk_until_quota
 from ..ollama_resource import CallStats, LLMCallFailed, OllamaResource
@@ -24,9 +24,11 @@ from ._partitioned import for_each_partition, json_column, progress_logger
 from .novels import LLM_POOL, PER_FILE
 
 
-def rule_features(chunks: pd.DataFrame) -> pd.DataFrame:
-    """The chunk table with the rule analyzer's labels, confidence and matched cue words added."""
-    results = [analyze_rules(t) for t in chunks["text"]]
+def rule_features(chunks: pd.DataFrame, results: list[EnvironmentFeatures] | None = None) -> pd.DataFrame:
+    """The chunk table with the rule analyzer's labels, confidence and matched cue words added (``results``:
+    the rule analysis of each chunk, when the caller already has it)."""
+    if results is None:
+        results = [analyze_rules(t) for t in chunks["text"]]
     frame = chunks.copy()
     for field in ENV_FIELDS:
         frame[field] = [getattr(r, field) for r in results]
@@ -47,14 +49,14 @@ def check_failure_share(step: str, key: str, stats: CallStats, attempted: int, m
 
 def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, key: str, chunks: pd.DataFrame):
     """Rule labels for every chunk, then LLM analysis of the chunks needed for the file's quota."""
-    frame = rule_features(chunks)
+    rules = [analyze_rules(t) for t in chunks["text"]]
+    frame = rule_features(chunks, rules)
     frame["llm"] = ""
     quota = selection_quotas(settings.input_dir, settings.max_files, settings.num_examples).get(key, 0)
     target = math.ceil(quota * settings.analysis_margin)
     order = selection_order(len(frame), settings.seed, key)
     candidates = [pos for pos in order if frame.at[pos, "chars"] >= settings.min_chunk_chars]
     stats = CallStats()
-    rules = [analyze_rules(t) for t in frame["text"]]
 
     def analyze(pos: int) -> Outcome:
         options = {"temperature": 0, "num_predict": ANALYSIS_NUM_PREDICT,
