@@ -195,7 +195,7 @@ def backfill_targets(args: argparse.Namespace, files) -> list[str]:
     if args.failed:
         from dagster import DagsterInstance
 
-        from .runner import partition_states
+        from .schedules import partition_states
 
         with DagsterInstance.get() as instance:
             states = partition_states(instance, keys)
@@ -208,7 +208,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from .partitions import genre_of, registered_keys
-    from .runner import latest_metadata, partition_states
+    from .runner import latest_metadata
+    from .schedules import partition_states
 
     with DagsterInstance.get() as instance:
         keys = [k for k in registered_keys(instance) if not args.genre or genre_of(k) == args.genre]

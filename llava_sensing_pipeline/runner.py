@@ -23,7 +23,6 @@ from pathlib import Path
 
 from dagster import (
     AssetKey,
-    AssetPartitionStatus,
     AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
@@ -35,7 +34,6 @@ from .jobs import EXPORT_JOB, PER_FILE_JOB
 from .partitions import (
     NovelFile,
     discover_novels,
-    novel_partitions,
     registered_keys,
     selection_quotas,
     sync_partitions,
@@ -250,29 +248,6 @@ class Runner:
             report.export_error = _failure_message(result)
         report.seconds = time.monotonic() - started
         return report
-
-
-PER_FILE_ASSET_NAMES = ("novel_files", "text_chunks", "environment_features", "sensor_records", "style_labels",
-                        "generated_examples")
-
-
-def partition_states(instance: DagsterInstance, keys: Sequence[str]) -> dict[str, str]:
-    """``materialized`` (the last per-file asset is), ``failed`` (some per-file asset's last attempt failed),
-    ``in_progress`` or ``missing``, per partition key."""
-    statuses = {name: instance.get_status_by_partition(AssetKey(name), keys, novel_partitions) or {}
-                for name in PER_FILE_ASSET_NAMES}
-    states = {}
-    for key in keys:
-        per_asset = [statuses[name].get(key) for name in PER_FILE_ASSET_NAMES]
-        if any(s == AssetPartitionStatus.FAILED for s in per_asset):
-            states[key] = "failed"
-        elif any(s == AssetPartitionStatus.IN_PROGRESS for s in per_asset):
-            states[key] = "in_progress"
-        elif per_asset[-1] == AssetPartitionStatus.MATERIALIZED:
-            states[key] = "materialized"
-        else:
-            states[key] = "missing"
-    return states
 
 
 def select_files(settings: PipelineSettings) -> tuple[list[NovelFile], set[str]]:

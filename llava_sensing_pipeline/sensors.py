@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
-from llava_sensing_pipeline.environment import ENV_FIELDS, VOCABULARY
+from llava_sensing_pipeline.environment import VOCABULARY
 
 # Temperature (degrees C) drawn uniformly from the hint's range. An unknown hint uses a broad
 # temperate band (10..22): the text gave no evidence, so the reading should be unremarkable and

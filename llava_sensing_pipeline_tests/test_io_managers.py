@@ -4,7 +4,6 @@ import pytest
 from dagster import AssetKey, build_input_context, build_output_context
 
 from llava_sensing_pipeline.io_managers import PartitionedParquetIOManager
-from llava_sensing_pipeline.partitions import novel_partitions
 
 
 def _out(keys):

@@ -22,7 +22,7 @@ import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from llava_sensing_pipeline.cli import main
-from llava_sensing_pipeline.runner import partition_states
+from llava_sensing_pipeline.schedules import partition_states
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_POSTGRES = Path("/usr/lib/postgresql")

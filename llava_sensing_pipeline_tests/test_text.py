@@ -24,7 +24,7 @@ from llava_sensing_pipeline.text import (
 NBSP = "\u00a0"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "Novel"
-CORPUS_DIR = Path("/work/shared/corpus")
+CORPUS_DIR = REPO_ROOT.parent / "shared" / "corpus"
 FORBIDDEN_IN_CHUNKS = (
     "*** START",
     "*** END",
