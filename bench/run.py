@@ -54,11 +54,11 @@ def code_root(argv: Sequence[str]) -> Path:
 CODE = code_root(sys.argv[1:])
 sys.path.insert(0, str(CODE))
 
-from llava_sensing_pipeline.environment import analyze_rules, label_hits  # noqa: E402
+from llava_sensing_pipeline.environment import ENV_FIELDS, analyze_columns, analyze_rules, label_hits  # noqa: E402
 from llava_sensing_pipeline.generation import build_example, build_generation_prompt, is_usable  # noqa: E402
 from llava_sensing_pipeline.partitions import discover_novels  # noqa: E402
-from llava_sensing_pipeline.seeding import derive_seed  # noqa: E402
-from llava_sensing_pipeline.sensors import synthesize_sensor_record  # noqa: E402
+from llava_sensing_pipeline.seeding import chunk_streams, derive_seed  # noqa: E402
+from llava_sensing_pipeline.sensors import sensor_record, synthesize_sensor_columns  # noqa: E402
 from llava_sensing_pipeline.settings import PipelineSettings  # noqa: E402
 from llava_sensing_pipeline.style import style_for  # noqa: E402
 from llava_sensing_pipeline.text import chunk_text, read_novel  # noqa: E402
@@ -165,25 +165,30 @@ def core_pass(corpus: Corpus, settings: PipelineSettings) -> CoreResult:
         t1 = clock()
         chunks = chunk_text(novel.text, settings.chunk_chars, settings.min_chunk_chars, settings.max_chunk_chars)
         t2 = clock()
-        features = [analyze_rules(c.text) for c in chunks]
+        features = analyze_columns([c.text for c in chunks])
         t3 = clock()
-        records = [synthesize_sensor_record(a.labels(), derive_seed(settings.seed, f.key, c.index, "sensors"))
-                   for c, a in zip(chunks, features)]
+        streams = chunk_streams(derive_seed(settings.seed, f.key, "sensors"), [c.index for c in chunks])
+        records = synthesize_sensor_columns({name: features[name] for name in ENV_FIELDS}, streams)
         t4 = clock()
         style, source, _score = style_for(f.genre, " ".join(c.text for c in chunks)[:200_000])
         usable = 0
-        for c, a, r in zip(chunks, features, records):
-            if not is_usable(len(c.text), a.confidence, settings.min_chunk_chars, settings.min_confidence):
+        for i, c in enumerate(chunks):
+            if not is_usable(len(c.text), features["confidence"][i], settings.min_chunk_chars,
+                             settings.min_confidence):
                 continue
             usable += 1
-            record = build_example(
+            labels = {name: features[name][i] for name in ENV_FIELDS}
+            record = sensor_record(records, i)
+            example = build_example(
                 relative_path=f.relative_path, partition_key=f.key,
                 chunk={"chunk_index": c.index, "char_start": c.char_start, "char_end": c.char_end},
-                features=a.to_dict(), normalized=a.labels(), sensor_record=r, style=style,
+                features={**labels, "confidence": features["confidence"][i], "cues": features["cues"][i],
+                          "source": "rules"},
+                normalized=labels, sensor_record=record, style=style,
                 novel_metadata=novel.metadata, target_paragraph=c.text,
-                prompt=build_generation_prompt(r, style), mode="simple",
-                generation={"environment_confidence": a.confidence, "style_source": source})
-            json.dumps(record, ensure_ascii=False)
+                prompt=build_generation_prompt(record, style), mode="simple",
+                generation={"environment_confidence": features["confidence"][i], "style_source": source})
+            json.dumps(example, ensure_ascii=False)
         t5 = clock()
         for stage, seconds in zip(CORE_STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
             result.seconds[stage] += seconds

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from .seeding import rng_for
 from .settings import DEFAULT_EXAMPLES_PER_FILE
-from .sensors import describe_sensor_record
+from .sensors import HUMIDITY_FEEL, TEMPERATURE_FEEL, band, describe_sensor_record
 from .style import STYLE_CATEGORY, STYLE_GUIDANCE
 
 T = TypeVar("T")
@@ -245,13 +245,12 @@ _OPPOSITES = {
 
 
 def expected_labels(sensor_record: Mapping) -> dict[str, str]:
-    """What a faithful paragraph should convey, read from the sensor values and context."""
-    t, h = float(sensor_record["temperature"]), float(sensor_record["humidity"])
+    """What a faithful paragraph should convey: the labels of the words the prompt gave for the sensor values
+    (``sensors.TEMPERATURE_FEEL``, ``HUMIDITY_FEEL``), the movement and the context; only fields with opposites."""
     context = sensor_record.get("context", {})
     expected = {
-        "temperature_hint": "cold" if t <= 5 else "cool" if t <= 12 else "hot" if t >= 28 else "warm" if t >= 22
-        else "unknown",
-        "humidity_hint": "dry" if h <= 40 else "humid" if h >= 70 else "unknown",
+        "temperature_hint": band(float(sensor_record["temperature"]), TEMPERATURE_FEEL)[1],
+        "humidity_hint": band(float(sensor_record["humidity"]), HUMIDITY_FEEL)[1],
         "movement": sensor_record.get("movement", "unknown"),
         "weather": context.get("weather", "unknown"),
         "time_of_day": context.get("time", "unknown"),

@@ -84,14 +84,14 @@ def decode_bytes(data: bytes, path: str) -> tuple[str, str]:
         if controls / len(data) > _MAX_CONTROL_SHARE:
             raise _binary_error(path, f"{controls} of its {len(data)} bytes are control characters")
     encoding = "utf-8-sig" if data.startswith(_UTF8_BOM) else "utf-8"
+    if b"\r" in data:  # on the bytes, before decoding: CR and LF never occur inside a UTF-8 sequence
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError:
         encoding = "latin-1"
         text = data.decode(encoding)
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.replace("\xa0", " "), encoding
+    return (text.replace("\xa0", " ") if "\xa0" in text else text), encoding
 
 
 # --- markers and headers ----------------------------------------------------------------------
@@ -304,17 +304,13 @@ _SENTENCE_END_RE = re.compile(r"[.!?…][\"'’”)\]]*\s+")
 _PARAGRAPH_JOIN = "\n\n"
 
 
-# The ASCII whitespace ``str.split()`` splits on, other than the space and the line feed.
-_ASCII_OTHER_SPACES = ("\t", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
-
-
 def _clean(source: str) -> str:
     """Collapse every whitespace run (line breaks included) to one space and strip."""
     if "\n" not in source and "  " not in source and "\t" not in source:
         return source.strip()
-    if source.isascii() and not any(ch in source for ch in _ASCII_OTHER_SPACES):
+    if source.isascii():
         flat = source.replace("\n", " ")  # the usual hard-wrapped paragraph: single spaces and line feeds
-        if "  " not in flat:
+        if "  " not in flat and flat.isprintable():  # no tab, CR or other control character either
             return flat.strip()
     return " ".join(source.split())
 

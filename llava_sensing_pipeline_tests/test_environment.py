@@ -8,6 +8,8 @@ from llava_sensing_pipeline.environment import (
     KEYWORDS,
     VOCABULARY,
     EnvironmentFeatures,
+    analyze_columns,
+    analyze_many,
     analyze_rules,
     inflections,
     merge_with_rules,
@@ -39,7 +41,7 @@ def test_nothing_found_is_unknown_with_zero_confidence():
         result = analyze_rules(text)
         assert all(value == "unknown" for value in result.labels().values()), text
         assert result.confidence == 0.0
-        assert all(words == [] for words in result.cues.values())
+        assert result.cues == {}
         assert result.source == "rules"
 
 
@@ -145,7 +147,7 @@ def test_cues_support_the_chosen_label_sorted_and_deduplicated():
     assert result.weather == "rain"
     assert result.cues["weather"] == ["rain", "raining"]
     assert result.cues["location"] == ["deck", "ship"]
-    assert set(result.cues) == set(ENV_FIELDS)
+    assert set(result.cues) == {name for name in ENV_FIELDS if getattr(result, name) != "unknown"}
 
 
 def test_indoor_and_sea_voyage_locations():
@@ -302,3 +304,38 @@ def test_real_corpus_chunks_are_labelled_with_vocabulary_values():
             assert getattr(result, name) in VOCABULARY[name]
         found += result.confidence > 0
     assert found > 40
+
+
+BATCH_TEXTS = [
+    "",
+    "Nothing here at all.",
+    "The rain fell at noon; rain again in the afternoon, and a storm with thunder by night.",
+    "A dead calm at sea. No wind, no wind at all, then a sea breeze and a high wind by evening.",
+    "We walked along the street under a blue sky; the clear sky at first light, the break of day.",
+    "Tea time in the drawing room, warm and dry by the fire.",
+    "Fog, fog and more fog on the river; the damp air, still air, still.",
+    "rain",
+    "RAIN!!! Snow? Sleet; foggy, misty -- cold",
+    "He ran and ran, hurrying up the mountain path through the forest at dawn.",
+    "Café au lait — naïve façade, the soirée at dusk in the garden; it was humid.",
+]
+
+
+def test_batch_analysis_equals_one_by_one():
+    assert analyze_many(BATCH_TEXTS) == [analyze_rules(t) for t in BATCH_TEXTS]
+    assert analyze_many([]) == [] and analyze_columns([])["confidence"] == []
+    # a single text, and texts that hold the batch separator themselves, give the same results too
+    assert analyze_many(BATCH_TEXTS[2:3]) == [analyze_rules(BATCH_TEXTS[2])]
+    odd = ["rain\x01 at noon", "fog \x01\x01 night"]
+    assert analyze_many(odd) == [analyze_rules(t) for t in odd]
+
+
+def test_batch_analysis_equals_one_by_one_on_the_corpus():
+    from llava_sensing_pipeline.text import chunk_text, read_novel
+
+    files = sorted(CORPUS.glob("*/*.txt"))
+    if not files:
+        pytest.skip(f"corpus not found under {CORPUS}")
+    for path in files[:4]:
+        texts = [c.text for c in chunk_text(read_novel(path).text)]
+        assert analyze_many(texts) == [analyze_rules(t) for t in texts], path.name

@@ -36,7 +36,8 @@ def faithful_script(request) -> str:
         labels = analyze_rules(passage_of(request)).labels()
         return json.dumps({**labels, "confidence": 0.9})
     prompt = request.messages[-1]["content"]
-    cues = ", ".join(x for x in (reading(prompt, n) for n in ("Temperature", "Humidity", "Weather", "Time of day"))
+    cues = ", ".join(x for x in (reading(prompt, n) for n in ("Temperature", "Humidity", "Weather", "Time of day",
+                                                                   "Movement"))
                      if x)
     return f"Here is the paragraph:\n\nI register {cues} around me. " + body_for(request.options.get("seed", 0))
 

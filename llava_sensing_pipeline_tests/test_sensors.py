@@ -164,7 +164,7 @@ def test_describe_feels():
     assert describe_sensor_record(base | {"humidity": 20.0})["humidity"] == "dry"
     assert describe_sensor_record(base | {"humidity": 50.0})["humidity"] == "comfortable"
     assert describe_sensor_record(base | {"humidity": 80.0})["humidity"] == "humid"
-    assert describe_sensor_record(base | {"humidity": 97.0})["humidity"] == "saturated"
+    assert describe_sensor_record(base | {"humidity": 97.0})["humidity"] == "damp and saturated"
     north = base | {"wind_direction": 0}
     assert describe_sensor_record(north, wind_level="strong")["wind"] == "a strong wind from the north"
     assert describe_sensor_record(north, wind_level="breeze")["wind"] == "a light breeze from the north"
@@ -174,3 +174,45 @@ def test_describe_feels():
     assert describe_sensor_record(base | {"movement": "unknown"})["movement"] == describe_sensor_record(
         base | {"movement": "walking"}
     )["movement"]
+
+
+def test_prompt_words_carry_the_cue_of_their_label():
+    """The quality filter expects a paragraph to express each band's label; the words the prompt gives for the
+    band must contain a cue word of that label, or a faithful paragraph is rejected."""
+    from llava_sensing_pipeline.environment import label_hits
+    from llava_sensing_pipeline.sensors import HUMIDITY_FEEL, MOVEMENT_PHRASES, TEMPERATURE_FEEL
+
+    for field, bands in (("temperature_hint", TEMPERATURE_FEEL), ("humidity_hint", HUMIDITY_FEEL)):
+        for _upper, words, label in bands:
+            if label != "moderate":  # "comfortable" air has no opposite, nothing to check
+                assert label in label_hits(words).get(field, {}), (words, label)
+    for movement, words in MOVEMENT_PHRASES.items():
+        assert movement in label_hits(words).get("movement", {}), (words, movement)
+
+
+def test_file_columns_equal_single_records_and_do_not_depend_on_other_chunks():
+    import numpy as np
+
+    from llava_sensing_pipeline.seeding import chunk_streams, uniforms
+    from llava_sensing_pipeline.sensors import sensor_record, synthesize_sensor_columns
+
+    rows = [features(temperature_hint=t, weather=w, location=loc, movement=m)
+            for t, w, loc, m in itertools.product(("cold", "hot", "unknown"), ("snow", "clear"),
+                                                  ("indoor", "beach_walking", "city_walking"), ("still", "active"))]
+    file_seed = derive_seed(42, "Travel_Novel/B206", "sensors")
+    streams = chunk_streams(file_seed, range(len(rows)))
+    columns = synthesize_sensor_columns({name: [r[name] for r in rows] for name in ENV_FIELDS}, streams)
+    for i, labels in enumerate(rows):
+        record = sensor_record(columns, i)
+        assert record == synthesize_sensor_record(labels, int(streams[i]))
+        assert_in_ranges(record)
+    # chunk 5 drawn alone, or among other chunks, gets the same record
+    alone = synthesize_sensor_columns({name: [rows[5][name]] for name in ENV_FIELDS}, chunk_streams(file_seed, [5]))
+    assert sensor_record(alone, 0) == sensor_record(columns, 5)
+    # streams differ per chunk and per file; draws are in (0, 1) and look uniform
+    assert len(set(streams.tolist())) == len(rows)
+    assert not set(streams.tolist()) & set(chunk_streams(derive_seed(42, "Travel_Novel/B207", "sensors"),
+                                                         range(len(rows))).tolist())
+    u = uniforms(chunk_streams(file_seed, range(20000)), 3)
+    assert 0 < u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
+    assert abs(np.corrcoef(u[:, 0], u[:, 1])[0, 1]) < 0.03

@@ -12,7 +12,7 @@ import math
 import pandas as pd
 from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, RetryPolicy, asset
 
-from ..environment import ENV_FIELDS, EnvironmentFeatures, analyze_rules
+from ..environment import ENV_FIELDS, analyze_columns, analyze_rules
 from ..environment_llm import ANALYSIS_NUM_PREDICT, ANALYSIS_SCHEMA, analysis_messages, interpret_analysis
 from ..generation import Outcome, selection_order, walk_until_quota
 from ..ollama_resource import CallStats, LLMCallFailed, OllamaResource
@@ -24,19 +24,31 @@ from ._partitioned import for_each_partition, json_column, progress_logger
 from .novels import LLM_POOL, PER_FILE
 
 
-def rule_features(chunks: pd.DataFrame, results: list[EnvironmentFeatures] | None = None) -> pd.DataFrame:
-    """The chunk table with the rule analyzer's labels, confidence and matched cue words added (``results``:
-    the rule analysis of each chunk, when the caller already has it)."""
-    if results is None:
-        results = [analyze_rules(t) for t in chunks["text"]]
-    frame = chunks.copy()
-    for field in ENV_FIELDS:
-        frame[field] = [getattr(r, field) for r in results]
-    frame["confidence"] = [r.confidence for r in results]
-    frame["cues"] = json_column(r.cues for r in results)
-    frame["analysis"] = json_column(r.to_dict() for r in results)
-    frame["env_source"] = "rules"
-    return frame
+def rule_features(chunks: pd.DataFrame, columns: dict[str, list] | None = None) -> pd.DataFrame:
+    """The rule analyzer's labels, confidence and matched cue words per chunk (``columns``: the chunks'
+    :func:`analyze_columns`, when the caller already has it), keyed by ``chunk_index``."""
+    if columns is None:
+        columns = analyze_columns(chunks["text"].tolist())
+    return pd.DataFrame({
+        "chunk_index": chunks["chunk_index"].to_numpy(),
+        "chars": chunks["chars"].to_numpy(),
+        **{name: columns[name] for name in ENV_FIELDS},
+        "confidence": columns["confidence"],
+        "cues": json_column(columns["cues"]),
+        "env_source": "rules",
+    })
+
+
+def analysis_record(row) -> dict:
+    """The ``environmental_analysis`` of an example: the chunk's labels, confidence, cue words and source, and for
+    an LLM-analysed chunk the model's raw reply, its own confidence and the fields the rules filled in."""
+    record = {**{name: getattr(row, name) for name in ENV_FIELDS}, "confidence": float(row.confidence),
+              "cues": json.loads(row.cues), "source": row.env_source}
+    if row.env_source == "llm":
+        llm = json.loads(row.llm)
+        record.update(raw_reply=llm["raw"], llm_labels=llm["llm_labels"], llm_confidence=llm["llm_confidence"],
+                      rule_fields=llm["rule_fields"])
+    return record
 
 
 def check_failure_share(step: str, key: str, stats: CallStats, attempted: int, max_share: float) -> None:
@@ -49,8 +61,8 @@ def check_failure_share(step: str, key: str, stats: CallStats, attempted: int, m
 
 def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, key: str, chunks: pd.DataFrame):
     """Rule labels for every chunk, then LLM analysis of the chunks needed for the file's quota."""
-    rules = [analyze_rules(t) for t in chunks["text"]]
-    frame = rule_features(chunks, rules)
+    texts = chunks["text"].tolist()
+    frame = rule_features(chunks)
     frame["llm"] = ""
     quota = selection_quotas(settings.input_dir, settings.max_files, settings.num_examples).get(key, 0)
     target = math.ceil(quota * settings.analysis_margin)
@@ -62,12 +74,12 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
         options = {"temperature": 0, "num_predict": ANALYSIS_NUM_PREDICT,
                    "seed": derive_seed(settings.seed, key, int(frame.at[pos, "chunk_index"]), "analysis") % 2**31}
         try:
-            reply = ollama.chat(analysis_messages(frame.at[pos, "text"]), options=options, fmt=ANALYSIS_SCHEMA)
+            reply = ollama.chat(analysis_messages(texts[pos]), options=options, fmt=ANALYSIS_SCHEMA)
         except LLMCallFailed as exc:
             stats.record_failure(ollama.max_retries + 1)
             return Outcome(False, error=str(exc))
         stats.record(reply)
-        result = interpret_analysis(reply.text, rules[pos])
+        result = interpret_analysis(reply.text, analyze_rules(texts[pos]))
         return Outcome(result["confidence"] >= settings.llm_confidence_threshold, result)
 
     ollama.check_ready()
@@ -83,9 +95,6 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
         frame.at[pos, "env_source"] = "llm"
         frame.at[pos, "llm"] = json.dumps({k: result[k] for k in (
             "raw", "llm_labels", "invalid_fields", "rule_fields", "llm_confidence", "valid_json")}, ensure_ascii=False)
-        frame.at[pos, "analysis"] = json.dumps({**json.loads(frame.at[pos, "analysis"]), "source": "llm",
-                                                "raw_reply": result["raw"], "llm_confidence": result["llm_confidence"],
-                                                "rule_fields": result["rule_fields"]}, ensure_ascii=False)
     check_failure_share("environment_features", key, stats, len(outcomes), settings.max_failure_share)
     analyzed = [o.value for o in outcomes.values() if o.value is not None]
     context.log.info(f"{key}: analysed {len(outcomes)} chunk(s) with the LLM, "

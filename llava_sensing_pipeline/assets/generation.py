@@ -30,7 +30,7 @@ from ..seeding import derive_seed
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS, partition_fingerprint
 from ._partitioned import for_each_partition, progress_logger
-from .environment import check_failure_share
+from .environment import analysis_record, check_failure_share
 from .novels import LLM_POOL, PER_FILE
 from .sensors import sensor_record_from_row
 
@@ -56,7 +56,7 @@ def _example_row(row, rank, key, settings, target, prompt, generation) -> dict:
     sensor = sensor_record_from_row(row)
     record = build_example(
         relative_path=row.relative_path, partition_key=key, chunk=row._asdict(),
-        features=json.loads(row.analysis), normalized={f: getattr(row, f) for f in ENV_FIELDS},
+        features=analysis_record(row), normalized={f: getattr(row, f) for f in ENV_FIELDS},
         sensor_record=sensor, style=row.literary_style, novel_metadata=json.loads(row.novel_metadata),
         target_paragraph=target if target is not None else row.text,
         prompt=prompt or build_generation_prompt(sensor, row.literary_style), mode=settings.mode,
@@ -65,6 +65,20 @@ def _example_row(row, rank, key, settings, target, prompt, generation) -> dict:
     )
     return {"id": record["id"], "chunk_index": int(row.chunk_index), "selection_rank": rank,
             "target_chars": len(record["target_paragraph"]), "record_json": json.dumps(record, ensure_ascii=False)}
+
+
+def chunk_table(chunks: pd.DataFrame, *per_chunk: pd.DataFrame) -> pd.DataFrame:
+    """The chunk table with the columns of each ``per_chunk`` table (same chunks, same order) beside it; a column
+    already present is not repeated (e.g. ``movement``, which the sensor record copies from the labels)."""
+    parts = [chunks.reset_index(drop=True)]
+    seen = set(chunks.columns)
+    for table in per_chunk:
+        if not table["chunk_index"].reset_index(drop=True).equals(parts[0]["chunk_index"]):
+            raise ValueError("per-chunk tables disagree on their chunks; re-materialize the file's partition")
+        new = [c for c in table.columns if c not in seen]
+        seen.update(new)
+        parts.append(table[new].reset_index(drop=True))
+    return pd.concat(parts, axis=1)
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -136,11 +150,13 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
        retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
        pool=LLM_POOL)
 def generated_examples(
-    context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, style_labels
+    context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, style_labels, text_chunks,
+    environment_features, sensor_records,
 ):
     """Examples of one file in selection order; the export takes each file's quota from the top."""
 
-    def one(key: str, table: pd.DataFrame):
+    def one(key: str, styles: pd.DataFrame, chunks: pd.DataFrame, features: pd.DataFrame, sensors: pd.DataFrame):
+        table = chunk_table(chunks, features, sensors, styles)
         quota = selection_quotas(settings.input_dir, settings.max_files, settings.num_examples).get(key, 0)
         if settings.mode == "llm":
             frame, metadata = llm_examples(context, table, key, settings, ollama, quota)
@@ -154,4 +170,4 @@ def generated_examples(
             "shortfall": max(0, quota - accepted), **metadata,
         }
 
-    return for_each_partition(context, one, style_labels)
+    return for_each_partition(context, one, style_labels, text_chunks, environment_features, sensor_records)

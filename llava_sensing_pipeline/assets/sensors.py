@@ -1,42 +1,36 @@
 """sensor_records: a virtual sensor reading per chunk, drawn from its environment labels with a seeded generator."""
 
-import json
-
 import pandas as pd
 from dagster import AssetExecutionContext, asset
 
 from ..environment import ENV_FIELDS
-from ..seeding import derive_seed
-from ..sensors import synthesize_sensor_record
+from ..seeding import chunk_streams, derive_seed
+from ..sensors import synthesize_sensor_columns
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS
-from ._partitioned import for_each_partition, json_column
+from ._partitioned import for_each_partition
 from .novels import PER_FILE
 
-SENSOR_COLUMNS = ["temperature", "humidity", "wind_direction", "wind_direction_name", "imu", "movement"]
-
-
-def add_sensor_records(features: pd.DataFrame, global_seed: int, key: str) -> pd.DataFrame:
-    records = []
-    for row in features[list(ENV_FIELDS) + ["chunk_index"]].itertuples(index=False):
-        labels = {f: getattr(row, f) for f in ENV_FIELDS}
-        records.append(synthesize_sensor_record(labels, derive_seed(global_seed, key, row.chunk_index, "sensors")))
-    frame = features.copy()
-    for col in SENSOR_COLUMNS:
-        frame[col] = [r[col] for r in records]
-    frame["sensor_context"] = json_column(r["context"] for r in records)
-    return frame
+def sensor_table(features: pd.DataFrame, global_seed: int, key: str) -> pd.DataFrame:
+    """A sensor record per chunk of ``features`` (its environment labels), keyed by ``chunk_index``: each chunk's
+    draws come from the stream of (global seed, file, chunk index)."""
+    streams = chunk_streams(derive_seed(global_seed, key, "sensors"), features["chunk_index"].to_numpy())
+    columns = synthesize_sensor_columns({name: features[name].tolist() for name in ENV_FIELDS}, streams)
+    return pd.DataFrame({"chunk_index": features["chunk_index"].to_numpy(), **columns,
+                         "imu": list(columns["imu"])})
 
 
 def sensor_record_from_row(row) -> dict:
-    """The sensor record of one row of the ``sensor_records`` table (as ``synthesize_sensor_record`` returned it)."""
-    record = {col: getattr(row, col) for col in SENSOR_COLUMNS}
-    record["imu"] = [float(v) for v in record["imu"]]
-    record["wind_direction"] = int(record["wind_direction"])
-    record["temperature"] = float(record["temperature"])
-    record["humidity"] = float(record["humidity"])
-    record["context"] = json.loads(row.sensor_context)
-    return record
+    """The sensor record of one row of the ``sensor_records`` table (the export's ``sensor_data``)."""
+    return {
+        "temperature": float(row.temperature),
+        "humidity": float(row.humidity),
+        "wind_direction": int(row.wind_direction),
+        "wind_direction_name": row.wind_direction_name,
+        "imu": [float(v) for v in row.imu],
+        "movement": row.movement,
+        "context": {"scenario": row.scenario, "time": row.time, "weather": row.weather},
+    }
 
 
 @asset(**PER_FILE, code_version=CODE_VERSIONS["sensor_records"], kinds={"pandas", "parquet"})
@@ -44,7 +38,7 @@ def sensor_records(context: AssetExecutionContext, settings: PipelineSettings, e
     """Temperature, humidity, 16-point wind, 6-axis IMU and context per chunk; seeded by (seed, file, chunk)."""
 
     def one(key: str, features: pd.DataFrame):
-        frame = add_sensor_records(features, settings.seed, key)
+        frame = sensor_table(features, settings.seed, key)
         return frame, {
             "records": len(frame),
             "mean_temperature_c": round(float(frame["temperature"].mean()), 2) if len(frame) else 0.0,

@@ -12,17 +12,18 @@ INFERENCE_SAMPLE_CHARS = 200_000
 
 
 @asset(**PER_FILE, code_version=CODE_VERSIONS["style_labels"], kinds={"pandas", "parquet"})
-def style_labels(context: AssetExecutionContext, sensor_records):
-    """``modernist_novel`` / ``travel_novel`` from the folder; files outside both genres get a text-based label."""
+def style_labels(context: AssetExecutionContext, sensor_records, text_chunks):
+    """``modernist_novel`` / ``travel_novel`` from the folder; files outside both genres get a text-based label.
+    One row per sensor record (chunk), keyed by ``chunk_index``."""
 
-    def one(key: str, records: pd.DataFrame):
-        genre = records["genre"].iloc[0] if len(records) else ""
-        sample = " ".join(records["text"])[:INFERENCE_SAMPLE_CHARS]
+    def one(key: str, records: pd.DataFrame, chunks: pd.DataFrame):
+        genre = chunks["genre"].iloc[0] if len(chunks) else ""
+        sample = " ".join(chunks["text"])[:INFERENCE_SAMPLE_CHARS]
         style, source, score = style_for(genre, sample)
-        frame = records.copy()
+        frame = pd.DataFrame({"chunk_index": records["chunk_index"].to_numpy()})
         frame["literary_style"] = style
         frame["style_source"] = source
         frame["style_score"] = score
         return frame, {"literary_style": style, "style_source": source, "style_score": round(float(score), 3)}
 
-    return for_each_partition(context, one, sensor_records)
+    return for_each_partition(context, one, sensor_records, text_chunks)
