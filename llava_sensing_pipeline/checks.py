@@ -1,47 +1,35 @@
 """Asset checks: boilerplate and length of chunks, label vocabularies, sensor ranges, example text, quotas, export files.
 
-The rules are pure functions (``*_problems``) over the stored tables or files; each returns a list of short,
+The rules are pure functions (``*_problems``) over the tables or files; each returns a list of short,
 human-readable problems (empty when the data is good), so they are tested without Dagster.
 
-The ``@asset_check`` definitions load the asset through the IO manager and report **one evaluation per partition**,
-also when a run covers a range of partitions (the CLI's bulk path): there each partition's result is logged as its
-own ``AssetCheckEvaluation``, so the UI shows the check per file either way. The checks on ``text_chunks``,
-``environment_features``, ``sensor_records`` and ``generated_examples`` are blocking: when one fails, the step fails
-with a :class:`dagster.Failure` that names the failed partitions (the metadata the CLI's runner reads to isolate
-them), and nothing downstream of them runs. The export checks are not blocking: nothing is downstream of the export;
-an unexplained shortfall is a warning, files that disagree with the index are an error.
+The four per-file checks are ``check_specs`` of their assets (:data:`PER_FILE_CHECKS`) and are evaluated inside the
+asset's step on the tables it has just computed (:func:`~llava_sensing_pipeline.assets._partitioned.checked`), with
+**one evaluation per partition**, also when a run covers a range of partitions (the CLI's bulk path). They are
+blocking: when one fails, the step fails with a :class:`dagster.Failure` that names the failed partitions (the
+metadata the CLI's runner reads to isolate them), and nothing downstream of them runs. The export checks are
+separate ``@asset_check`` definitions, not blocking (nothing is downstream of the export): an unexplained shortfall
+is a warning, files that disagree with the index are an error.
 """
 
 import json
 import re
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 from dagster import (
-    AssetCheckEvaluation,
-    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetIn,
+    AssetCheckSpec,
     AssetKey,
-    AssetRecordsFilter,
-    DagsterEventType,
-    Failure,
     MetadataValue,
-    Output,
     PreviewWarning,
     asset_check,
 )
-# Not exported at the top level in dagster 1.13; without it the UI shows range-run evaluations as out of date.
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,
-)
 
-from .assets import chunked_json_exports, environment_features, generated_examples, sensor_records, text_chunks
-from .assets._partitioned import FAILED_PARTITIONS_KEY
 from .atomic import storage_path
 from .environment import ENV_FIELDS, VOCABULARY
 from .export import CHUNK_FILE_RE, INDEX_NAME
@@ -243,109 +231,49 @@ def load_export(output_dir: str | Path, mode: str) -> tuple[dict, list[dict], di
     return index, dataset, chunk_files, extra
 
 
-# ---------------------------------------------------------------- Dagster glue
+# ---------------------------------------------------------------- Dagster definitions
 
 
-def _by_partition(context: AssetCheckExecutionContext, value) -> dict[str, pd.DataFrame]:
-    return value if isinstance(value, Mapping) else {context.partition_key: value}
-
-
-def _targets(instance, asset_key: AssetKey, keys: Sequence[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
-    """The latest materialization of each partition, which each evaluation refers to (so the UI shows it current)."""
-    ids = instance.get_latest_storage_id_by_partition(asset_key, DagsterEventType.ASSET_MATERIALIZATION)
-    wanted = [ids[k] for k in keys if k in ids]
-    if not wanted:
-        return {}
-    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=asset_key, storage_ids=wanted),
-                                              limit=len(wanted)).records
-    return {r.partition_key: AssetCheckEvaluationTargetMaterializationData(
-        storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp) for r in records}
-
-
-def _summary(problems: Sequence[str]) -> dict:
+def summary(problems: Sequence[str]) -> dict:
+    """A check's metadata: the number of problems and the first few."""
     return {"problems": len(problems), "first_problems": MetadataValue.json(list(problems[:MAX_LISTED]))}
-
-
-def _evaluate_partitions(context: AssetCheckExecutionContext, frames: Mapping[str, pd.DataFrame],
-                         rule: Callable[[str, pd.DataFrame], list[str]], checked: str,
-                         ) -> Iterator[AssetCheckEvaluation | Output]:
-    """One evaluation per partition of ``frames``; a failed blocking check then fails the step, naming the partitions."""
-    spec = context.check_specs[0]
-    targets = _targets(context.instance, spec.asset_key, list(frames))
-    failed: dict[str, str] = {}
-    for key in sorted(frames):
-        problems = rule(key, frames[key])
-        if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            failed[key] = f"check {spec.name} failed: {problems[0]}{more}"
-        yield AssetCheckEvaluation(
-            asset_key=spec.asset_key, check_name=spec.name, passed=not problems, partition=key, blocking=spec.blocking,
-            metadata={checked: len(frames[key]), **_summary(problems)}, target_materialization_data=targets.get(key),
-            description=failed.get(key),
-        )
-    if failed and spec.blocking:
-        raise Failure(
-            description=f"{len(failed)} of {len(frames)} partition(s) failed check {spec.name} on "
-                        f"{spec.asset_key.to_user_string()}; fix the data or the code and re-run them: "
-                        + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:MAX_LISTED]),
-            metadata={FAILED_PARTITIONS_KEY: MetadataValue.json(failed)},
-            allow_retries=False,
-        )
-    yield Output(None)
 
 
 with warnings.catch_warnings():  # partitioned checks are a preview feature in dagster 1.13
     warnings.simplefilter("ignore", PreviewWarning)
-
-    @asset_check(asset=text_chunks, partitions_def=novel_partitions, blocking=True,
-                 description="No START/END markers, licence text, 'Project Gutenberg', 'Produced by' credits or "
-                             "[Illustration] tags in any chunk, and no chunk longer than max_chunk_chars.")
-    def chunks_are_clean(context: AssetCheckExecutionContext, settings: PipelineSettings, text_chunks):
-        yield from _evaluate_partitions(context, _by_partition(context, text_chunks),
-                                        lambda key, f: chunk_problems(f, settings.max_chunk_chars), "chunks")
-
-    @asset_check(asset=environment_features, partitions_def=novel_partitions, blocking=True,
-                 description="Every environment label is in its field's vocabulary.")
-    def labels_in_vocabulary(context: AssetCheckExecutionContext, environment_features):
-        yield from _evaluate_partitions(context, _by_partition(context, environment_features),
-                                        lambda key, f: label_problems(f), "chunks")
-
-    @asset_check(asset=sensor_records, partitions_def=novel_partitions, blocking=True,
-                 description="Temperature, humidity, wind direction and IMU values within sensors.SENSOR_RANGES.")
-    def values_in_documented_ranges(context: AssetCheckExecutionContext, sensor_records):
-        yield from _evaluate_partitions(context, _by_partition(context, sensor_records),
-                                        lambda key, f: sensor_problems(f), "records")
-
-    @asset_check(asset=generated_examples, partitions_def=novel_partitions, blocking=True,
-                 additional_ins={"text_chunks": AssetIn("text_chunks")},
-                 description="llm mode: no digits and the quality filter passes; simple and hybrid modes: the target "
-                             "is the source passage. Unique ids.")
-    def text_fits_mode(context: AssetCheckExecutionContext, settings: PipelineSettings, generated_examples,
-                       text_chunks):
-        chunks = _by_partition(context, text_chunks)
-        yield from _evaluate_partitions(
-            context, _by_partition(context, generated_examples),
-            lambda key, f: example_problems(f, chunks[key], min_words=settings.min_words,
-                                            max_words=settings.max_words, min_alignment=settings.min_alignment),
-            "examples")
+    CHUNKS_ARE_CLEAN = AssetCheckSpec(
+        "chunks_are_clean", asset="text_chunks", blocking=True, partitions_def=novel_partitions,
+        description="No START/END markers, licence text, 'Project Gutenberg', 'Produced by' credits or [Illustration] "
+                    "tags in any chunk, and no chunk longer than max_chunk_chars.")
+    LABELS_IN_VOCABULARY = AssetCheckSpec(
+        "labels_in_vocabulary", asset="environment_features", blocking=True, partitions_def=novel_partitions,
+        description="Every environment label is in its field's vocabulary.")
+    VALUES_IN_DOCUMENTED_RANGES = AssetCheckSpec(
+        "values_in_documented_ranges", asset="sensor_records", blocking=True, partitions_def=novel_partitions,
+        description="Temperature, humidity, wind direction and IMU values within sensors.SENSOR_RANGES.")
+    TEXT_FITS_MODE = AssetCheckSpec(
+        "text_fits_mode", asset="generated_examples", blocking=True, partitions_def=novel_partitions,
+        description="llm mode: no digits and the quality filter passes; simple and hybrid modes: the target is the "
+                    "source passage. Unique ids.")
+PER_FILE_CHECKS = (CHUNKS_ARE_CLEAN, LABELS_IN_VOCABULARY, VALUES_IN_DOCUMENTED_RANGES, TEXT_FITS_MODE)
+EXPORT_ASSET = AssetKey("chunked_json_exports")
 
 
-@asset_check(asset=chunked_json_exports, description="Each file exports its quota, or its shortfall has a reason.")
+@asset_check(asset=EXPORT_ASSET, description="Each file exports its quota, or its shortfall has a reason.")
 def quotas_met_or_explained(settings: PipelineSettings) -> AssetCheckResult:
     index = load_index(settings.output_dir)
     problems = quota_problems(index)
     return AssetCheckResult(passed=not problems, severity=AssetCheckSeverity.WARN,
-                            metadata={"files": len(index.get("files", [])), **_summary(problems)})
+                            metadata={"files": len(index.get("files", [])), **summary(problems)})
 
 
-@asset_check(asset=chunked_json_exports,
+@asset_check(asset=EXPORT_ASSET,
              description="The dataset's count and ids, the chunk files and the per-file counts agree with the index.")
 def files_agree_with_index(settings: PipelineSettings) -> AssetCheckResult:
     index, dataset, chunk_files, extra = load_export(settings.output_dir, settings.mode)
     problems = export_problems(index, dataset, chunk_files, extra)
     return AssetCheckResult(passed=not problems, metadata={"examples": len(dataset), "chunk_files": len(chunk_files),
-                                                           **_summary(problems)})
+                                                           **summary(problems)})
 
 
-ALL_CHECKS = [chunks_are_clean, labels_in_vocabulary, values_in_documented_ranges, text_fits_mode,
-              quotas_met_or_explained, files_agree_with_index]
+EXPORT_CHECKS = [quotas_met_or_explained, files_agree_with_index]

@@ -12,7 +12,7 @@ import os
 from dagster import Definitions
 
 from .assets import ALL_ASSETS
-from .checks import ALL_CHECKS
+from .checks import EXPORT_CHECKS
 from .executors import executor_from_env
 from .io_managers import PartitionedParquetIOManager
 from .jobs import export_job, per_file_job
@@ -46,7 +46,7 @@ def build_definitions(settings: PipelineSettings | None = None, storage_dir: str
     storage_dir = storage_dir or os.environ.get("LLAVA_SENSING_STORAGE_DIR", DEFAULT_STORAGE_DIR)
     return Definitions(
         assets=ALL_ASSETS,
-        asset_checks=ALL_CHECKS,
+        asset_checks=EXPORT_CHECKS,
         jobs=[per_file_job, export_job],
         schedules=[build_refresh_schedule()],
         sensors=[novel_file_sensor, export_after_per_file_runs],

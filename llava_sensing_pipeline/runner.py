@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,6 +162,26 @@ def _failure_message(result) -> str:
     return "run failed"
 
 
+@contextmanager
+def planned_events_per_range() -> Iterator[None]:
+    """Within: a range run logs one "materialization planned" event per asset for its whole range instead of one
+    per asset and partition (Dagster's ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``; 6 events fewer per
+    file). Dagster then does not mark the range's partitions failed when the run fails; the runner does not rely
+    on that: it re-runs a failed batch's failed partitions alone, in ordinary runs that mark them failed."""
+    previous = os.environ.get(_SUBSET_PLANNED_EVENTS)
+    os.environ[_SUBSET_PLANNED_EVENTS] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_SUBSET_PLANNED_EVENTS, None)
+        else:
+            os.environ[_SUBSET_PLANNED_EVENTS] = previous
+
+
+_SUBSET_PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
 class Runner:
     """Runs the per-file job and the export for one CLI invocation."""
 
@@ -179,8 +201,9 @@ class Runner:
             return self.job.execute_in_process(instance=self.instance, partition_key=keys[0],
                                                run_config=self.run_config, raise_on_error=False)
         tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
-        return self.job.execute_in_process(instance=self.instance, tags=tags, run_config=self.run_config,
-                                           raise_on_error=False)
+        with planned_events_per_range():
+            return self.job.execute_in_process(instance=self.instance, tags=tags, run_config=self.run_config,
+                                               raise_on_error=False)
 
     def _materialize(self, keys: list[str], report: RunReport) -> None:
         """Runs ``keys`` (contiguous) in one run; on failure isolates the failed partitions and retries the rest."""

@@ -13,7 +13,7 @@ from dagster import (
 
 import llava_sensing_pipeline.assets.environment as environment_asset
 from llava_sensing_pipeline.assets import ALL_ASSETS, environment_features, generated_examples
-from llava_sensing_pipeline.checks import ALL_CHECKS
+from llava_sensing_pipeline.checks import EXPORT_CHECKS
 from llava_sensing_pipeline.definitions import build_definitions, defs
 from llava_sensing_pipeline.jobs import EXPORT_JOB, NO_RUN_RETRY_ON_STEP_FAILURE, PER_FILE_JOB
 from llava_sensing_pipeline.ollama_resource import OllamaResource
@@ -40,7 +40,7 @@ def test_the_workspace_code_location_loads():
 
 def test_checks_are_attached_and_blocking_where_bad_data_would_spread():
     found = {spec.name: (spec.asset_key.to_user_string(), spec.blocking)
-             for check in ALL_CHECKS for spec in check.check_specs}
+             for definition in [*ALL_ASSETS, *EXPORT_CHECKS] for spec in definition.check_specs}
     assert found == BLOCKING
     per_file = {k.name for k in defs.resolve_job_def(PER_FILE_JOB).asset_layer.asset_graph.asset_check_keys}
     export = {k.name for k in defs.resolve_job_def(EXPORT_JOB).asset_layer.asset_graph.asset_check_keys}

@@ -10,7 +10,9 @@ import json
 import math
 
 import pandas as pd
-from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, RetryPolicy, asset
+from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, Output, RetryPolicy, asset
+
+from ..checks import LABELS_IN_VOCABULARY, label_problems
 
 from ..environment import ENV_FIELDS, analyze_columns, analyze_rules
 from ..environment_llm import ANALYSIS_NUM_PREDICT, ANALYSIS_SCHEMA, analysis_messages, interpret_analysis
@@ -20,7 +22,7 @@ from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS
-from ._partitioned import for_each_partition, json_column, progress_logger
+from ._partitioned import checked, for_each_partition, json_column, progress_logger
 from .novels import LLM_POOL, PER_FILE
 
 
@@ -114,7 +116,7 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
 
 @asset(**PER_FILE, code_version=CODE_VERSIONS["environment_features"], kinds={"pandas", "parquet"},
        retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
-       pool=LLM_POOL)
+       pool=LLM_POOL, check_specs=[LABELS_IN_VOCABULARY])
 def environment_features(
     context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, text_chunks
 ):
@@ -134,4 +136,6 @@ def environment_features(
             **metadata,
         }
 
-    return for_each_partition(context, one, text_chunks)
+    frames = for_each_partition(context, one, text_chunks)
+    yield Output(frames)
+    yield from checked(context, LABELS_IN_VOCABULARY, frames, lambda key, frame: label_problems(frame), "chunks")

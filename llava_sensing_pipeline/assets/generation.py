@@ -11,7 +11,9 @@ import json
 from collections import Counter
 
 import pandas as pd
-from dagster import AssetExecutionContext, Backoff, Jitter, MetadataValue, RetryPolicy, asset
+from dagster import AssetExecutionContext, Backoff, Jitter, MetadataValue, Output, RetryPolicy, asset
+
+from ..checks import TEXT_FITS_MODE, example_problems
 
 from ..environment import ENV_FIELDS
 from ..generation import (
@@ -29,7 +31,7 @@ from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS, partition_fingerprint
-from ._partitioned import for_each_partition, progress_logger
+from ._partitioned import checked, for_each_partition, pick, progress_logger
 from .environment import analysis_record, check_failure_share
 from .novels import LLM_POOL, PER_FILE
 from .sensors import sensor_record_from_row
@@ -148,7 +150,7 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
 
 @asset(**PER_FILE, code_version=CODE_VERSIONS["generated_examples"], kinds={"pandas", "parquet"},
        retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
-       pool=LLM_POOL)
+       pool=LLM_POOL, check_specs=[TEXT_FITS_MODE])
 def generated_examples(
     context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, style_labels, text_chunks,
     environment_features, sensor_records,
@@ -170,4 +172,8 @@ def generated_examples(
             "shortfall": max(0, quota - accepted), **metadata,
         }
 
-    return for_each_partition(context, one, style_labels, text_chunks, environment_features, sensor_records)
+    frames = for_each_partition(context, one, style_labels, text_chunks, environment_features, sensor_records)
+    yield Output(frames)
+    yield from checked(context, TEXT_FITS_MODE, frames, lambda key, frame: example_problems(
+        frame, pick(text_chunks, key), min_words=settings.min_words, max_words=settings.max_words,
+        min_alignment=settings.min_alignment), "examples")

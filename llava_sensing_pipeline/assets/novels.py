@@ -4,13 +4,15 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetExecutionContext, asset
+from dagster import AssetExecutionContext, Output, asset
+
+from ..checks import CHUNKS_ARE_CLEAN, chunk_problems
 
 from ..partitions import genre_of, novel_partitions, relative_path_for
 from ..settings import PipelineSettings
 from ..text import chunk_text, read_novel
 from ..versions import CODE_VERSIONS
-from ._partitioned import for_each_partition
+from ._partitioned import checked, for_each_partition
 
 # Dagster concurrency pool of the LLM-bound steps (see README, "Scaling out": its limit is 1).
 LLM_POOL = "ollama"
@@ -48,7 +50,8 @@ def novel_files(context: AssetExecutionContext, settings: PipelineSettings):
 FILE_COLUMNS = ["partition_key", "relative_path", "genre", "novel_metadata", "sha256"]
 
 
-@asset(**PER_FILE, code_version=CODE_VERSIONS["text_chunks"], kinds={"pandas", "parquet"})
+@asset(**PER_FILE, code_version=CODE_VERSIONS["text_chunks"], kinds={"pandas", "parquet"},
+       check_specs=[CHUNKS_ARE_CLEAN])
 def text_chunks(context: AssetExecutionContext, settings: PipelineSettings, novel_files):
     """Paragraph-aware chunks near ``chunk_chars`` (never above ``max_chunk_chars``) with their source offsets."""
 
@@ -70,4 +73,7 @@ def text_chunks(context: AssetExecutionContext, settings: PipelineSettings, nove
             "max_chars": int(frame["chars"].max()) if len(frame) else 0,
         }
 
-    return for_each_partition(context, one, novel_files)
+    frames = for_each_partition(context, one, novel_files)
+    yield Output(frames)
+    yield from checked(context, CHUNKS_ARE_CLEAN, frames,
+                       lambda key, frame: chunk_problems(frame, settings.max_chunk_chars), "chunks")

@@ -1,14 +1,16 @@
 """sensor_records: a virtual sensor reading per chunk, drawn from its environment labels with a seeded generator."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, asset
+from dagster import AssetExecutionContext, Output, asset
+
+from ..checks import VALUES_IN_DOCUMENTED_RANGES, sensor_problems
 
 from ..environment import ENV_FIELDS
 from ..seeding import chunk_streams, derive_seed
 from ..sensors import synthesize_sensor_columns
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS
-from ._partitioned import for_each_partition
+from ._partitioned import checked, for_each_partition
 from .novels import PER_FILE
 
 def sensor_table(features: pd.DataFrame, global_seed: int, key: str) -> pd.DataFrame:
@@ -33,7 +35,8 @@ def sensor_record_from_row(row) -> dict:
     }
 
 
-@asset(**PER_FILE, code_version=CODE_VERSIONS["sensor_records"], kinds={"pandas", "parquet"})
+@asset(**PER_FILE, code_version=CODE_VERSIONS["sensor_records"], kinds={"pandas", "parquet"},
+       check_specs=[VALUES_IN_DOCUMENTED_RANGES])
 def sensor_records(context: AssetExecutionContext, settings: PipelineSettings, environment_features):
     """Temperature, humidity, 16-point wind, 6-axis IMU and context per chunk; seeded by (seed, file, chunk)."""
 
@@ -45,4 +48,7 @@ def sensor_records(context: AssetExecutionContext, settings: PipelineSettings, e
             "mean_humidity_pct": round(float(frame["humidity"].mean()), 2) if len(frame) else 0.0,
         }
 
-    return for_each_partition(context, one, environment_features)
+    frames = for_each_partition(context, one, environment_features)
+    yield Output(frames)
+    yield from checked(context, VALUES_IN_DOCUMENTED_RANGES, frames, lambda key, frame: sensor_problems(frame),
+                       "records")
