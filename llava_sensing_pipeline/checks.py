@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -61,7 +62,12 @@ _IMU_RANGES = [SENSOR_RANGES[name] for name in IMU_FIELDS]
 def chunk_problems(chunks: pd.DataFrame, max_chars: int) -> list[str]:
     """Chunks that hold Gutenberg markers, licence or credit text, illustration tags, or are empty or too long."""
     problems = []
-    for index, text in zip(chunks["chunk_index"], chunks["text"]):
+    texts = chunks["text"].tolist()
+    everything = "\n".join(texts).lower()
+    if not any(literal in everything for literal, _ in FORBIDDEN_IN_CHUNKS.values()) \
+            and all(len(t) <= max_chars and t.strip() for t in texts):
+        return problems  # the usual case, found in one pass over the file's text
+    for index, text in zip(chunks["chunk_index"], texts):
         low = text.lower()
         found = [name for name, (literal, pattern) in FORBIDDEN_IN_CHUNKS.items()
                  if literal in low and pattern.search(text)]
@@ -93,11 +99,32 @@ def _out_of_range(value: object, low: float, high: float) -> bool:
         return True
 
 
+def _suspect_sensor_rows(records: pd.DataFrame) -> np.ndarray:
+    """Rows that may have a sensor problem, found with vectorised tests (every row when they cannot be applied)."""
+    suspect = np.zeros(len(records), dtype=bool)
+    for name in ("temperature", "humidity", "wind_direction"):
+        low, high = SENSOR_RANGES[name]
+        values = pd.to_numeric(records[name], errors="coerce").to_numpy(dtype=float)
+        suspect |= ~((values >= low) & (values <= high))
+    wind = pd.to_numeric(records["wind_direction"], errors="coerce").to_numpy(dtype=float)
+    whole = np.where(np.isfinite(wind) & (wind == np.round(wind)) & (wind >= 0) & (wind < len(COMPASS_POINTS)),
+                     wind, 0).astype(int)
+    suspect |= records["wind_direction_name"].to_numpy() != np.array(COMPASS_POINTS, dtype=object)[whole]
+    try:
+        imu = np.stack([np.asarray(v, dtype=float) for v in records["imu"]]) if len(records) else np.zeros((0, 6))
+    except (TypeError, ValueError):  # ragged or non-numeric vectors: look at every row
+        return np.ones(len(records), dtype=bool)
+    if imu.ndim != 2 or imu.shape[1] != len(IMU_FIELDS):
+        return np.ones(len(records), dtype=bool)
+    low, high = np.array(_IMU_RANGES).T
+    return suspect | ~((imu >= low) & (imu <= high)).all(axis=1)
+
+
 def sensor_problems(records: pd.DataFrame) -> list[str]:
     """Sensor values outside ``sensors.SENSOR_RANGES``, a wind name that does not match its index, a bad IMU vector."""
     problems = []
-    for row in records[["chunk_index", "temperature", "humidity", "wind_direction", "wind_direction_name",
-                        "imu"]].itertuples(index=False):
+    table = records[["chunk_index", "temperature", "humidity", "wind_direction", "wind_direction_name", "imu"]]
+    for row in table[_suspect_sensor_rows(table)].itertuples(index=False):
         where = f"chunk {row.chunk_index}"
         for name in ("temperature", "humidity", "wind_direction"):
             value = getattr(row, name)

@@ -169,7 +169,7 @@ def print_summary(report, settings) -> int:
         chunks = sum(f["candidates"] for f in index["files"])
         short = [f for f in index["files"] if f["shortfall"]]
         print(f"examples: {index['total_examples']} of {index['requested_examples']} requested "
-              f"(from {chunks} usable chunks); {index['total_chunks']} chunk file(s) of {index['chunk_size']}")
+              f"(from {chunks} candidate chunks); {index['total_chunks']} chunk file(s) of {index['chunk_size']}")
         for f in short:
             print(f"  shortfall: {f['source_path']}: {f['exported']} of {f['quota']} ({f['shortfall_reason']})")
         print(f"dataset: {out / (settings.mode + '_dataset.json')}\n"

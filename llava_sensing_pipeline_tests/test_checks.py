@@ -129,7 +129,7 @@ def test_quota_problems_accept_explained_shortfalls_only():
     files = [
         {"partition_key": "G/a", "source_path": "G/a.txt", "quota": 10, "candidates": 30, "exported": 10, "shortfall": 0},
         {"partition_key": "G/b", "source_path": "G/b.txt", "quota": 10, "candidates": 4, "exported": 4, "shortfall": 6,
-         "shortfall_reason": "only 4 usable chunks"},
+         "shortfall_reason": "only 4 candidate chunks"},
     ]
     assert quota_problems({"files": files, "failed_files": [{"source_path": "G/c.txt", "reason": "empty file"}]}) == []
     unexplained = [{**files[1], "shortfall_reason": ""}, {**files[0], "exported": 8},

@@ -71,7 +71,7 @@ def chunked_json_exports(
     files = [{"partition_key": r.partition_key, "source_path": r.source_path, "quota": r.quota,
               "candidates": r.candidates, "exported": r.exported, "shortfall": r.shortfall,
               "duplicates_removed": r.duplicates,
-              **({"shortfall_reason": f"only {r.candidates} usable chunks"
+              **({"shortfall_reason": f"only {r.candidates} candidate chunks"
                   + (f", {r.duplicates} of them duplicates of other examples" if r.duplicates else "")}
                  if r.shortfall else {})}
              for r in reports]

@@ -88,11 +88,20 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
         drop=True)
 
 
-def extractive_examples(table: pd.DataFrame, key: str, settings: PipelineSettings) -> pd.DataFrame:
-    """Every usable chunk as an example whose target is the source passage (simple and hybrid modes)."""
+# Simple and hybrid modes keep this many candidates per quota place: the export takes the quota from the top and
+# replaces the ones its near-duplicate filter drops from the rest.
+CANDIDATE_RESERVE = 2
+
+
+def extractive_examples(table: pd.DataFrame, key: str, settings: PipelineSettings,
+                        quota: int) -> tuple[pd.DataFrame, dict]:
+    """The top ``CANDIDATE_RESERVE x quota`` usable chunks by rank as examples whose target is the source passage
+    (simple and hybrid modes)."""
     rows = list(table.itertuples(index=False))
-    return _frame([_example_row(rows[pos], rank, key, settings, None, None, {})
-                   for rank, pos in _candidates(table, key, settings)])
+    usable = _candidates(table, key, settings)
+    kept = usable[:CANDIDATE_RESERVE * quota]
+    return (_frame([_example_row(rows[pos], rank, key, settings, None, None, {}) for rank, pos in kept]),
+            {"usable_chunks": len(usable)})
 
 
 def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSettings, ollama: OllamaResource,
@@ -163,7 +172,7 @@ def generated_examples(
         if settings.mode == "llm":
             frame, metadata = llm_examples(context, table, key, settings, ollama, quota)
         else:
-            frame, metadata = extractive_examples(table, key, settings), {}
+            frame, metadata = extractive_examples(table, key, settings, quota)
         accepted = min(len(frame), quota)
         fields = settings.fingerprint_fields(ollama.model, quota)
         return frame, {
