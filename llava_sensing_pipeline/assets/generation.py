@@ -97,10 +97,10 @@ def extractive_examples(table: pd.DataFrame, key: str, settings: PipelineSetting
                         quota: int) -> tuple[pd.DataFrame, dict]:
     """The top ``CANDIDATE_RESERVE x quota`` usable chunks by rank as examples whose target is the source passage
     (simple and hybrid modes)."""
-    rows = list(table.itertuples(index=False))
     usable = _candidates(table, key, settings)
     kept = usable[:CANDIDATE_RESERVE * quota]
-    return (_frame([_example_row(rows[pos], rank, key, settings, None, None, {}) for rank, pos in kept]),
+    rows = table.iloc[[pos for _, pos in kept]].itertuples(index=False)
+    return (_frame([_example_row(row, rank, key, settings, None, None, {}) for (rank, _), row in zip(kept, rows)]),
             {"usable_chunks": len(usable)})
 
 
