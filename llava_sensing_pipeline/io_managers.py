@@ -21,6 +21,12 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 from .atomic import StoragePath, atomic_write_parquet, read_parquet, storage_path
 
 
+class PartitionTables(dict):
+    """Partition key → DataFrame: the output of a step that covers several partitions. The IO manager empties it
+    once every table is written: Dagster's in-process execution keeps each step's output object until the run
+    ends, which would hold a whole batch of tables in memory; downstream steps read the files."""
+
+
 class PartitionedParquetIOManager(ConfigurableIOManager):
     """Stores asset outputs as Parquet files under ``base_dir`` (a local folder or an fsspec URL)."""
 
@@ -44,6 +50,8 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
             )
         for key, frame in frames.items():
             atomic_write_parquet(frame, self._path(asset_path, key))
+        if isinstance(obj, PartitionTables):
+            obj.clear()
 
     def load_input(self, context: InputContext) -> pd.DataFrame | dict[str, pd.DataFrame]:
         asset_path = context.asset_key.path

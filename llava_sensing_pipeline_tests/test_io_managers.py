@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, build_input_context, build_output_context
 
-from llava_sensing_pipeline.io_managers import PartitionedParquetIOManager
+from llava_sensing_pipeline.io_managers import PartitionedParquetIOManager, PartitionTables
 
 
 def _out(keys):
@@ -72,3 +72,22 @@ def test_memory_protocol_unpartitioned_and_missing(memory_base):
     pd.testing.assert_frame_equal(manager.load_input(build_input_context(asset_key=AssetKey("chunked_json_exports"))), frame)
     with pytest.raises(FileNotFoundError, match=rf"memory://{root.lstrip('/')}/text_chunks/G/x.parquet is missing"):
         manager.load_input(build_input_context(asset_key=AssetKey("text_chunks"), partition_key="G/x"))
+
+
+def test_a_range_output_is_written_per_partition_and_then_released(tmp_path):
+    """Dagster's in-process execution keeps every step output until the run ends; the tables of a range run are
+    written one file per partition and the output emptied, so a batch is not held in memory."""
+    from types import SimpleNamespace
+
+    manager = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    keys = ["G/a", "G/b"]
+    context = SimpleNamespace(asset_key=AssetKey("text_chunks"), has_asset_partitions=True, asset_partition_keys=keys)
+    tables = PartitionTables({k: pd.DataFrame({"t": [k]}) for k in keys})
+    manager.handle_output(context, tables)
+    assert tables == {}
+    assert [pd.read_parquet(tmp_path / "text_chunks" / f"{k}.parquet")["t"].tolist() for k in keys] == [[k] for k in keys]
+    plain = {k: pd.DataFrame({"t": [k]}) for k in keys}  # any other mapping is left as it is
+    manager.handle_output(context, plain)
+    assert set(plain) == set(keys)
+    with pytest.raises(TypeError, match="one DataFrame per partition"):
+        manager.handle_output(context, PartitionTables({"G/a": pd.DataFrame()}))

@@ -1,10 +1,14 @@
-"""The one piece of plumbing the per-file assets share: run a pure function for each partition of the run.
+"""The plumbing the per-file assets share: run a pure function for each partition of the run, check the result.
 
 A run covers one partition (failure isolation, the LLM modes, the UI's default) or a range of them (the bulk path
 of the CLI). Inputs arrive as a DataFrame or as ``dict[key, DataFrame]`` accordingly, and the output goes back in
-the same shape. A partition whose function raises does not stop the others from being tried: after the loop the
-step fails with a :class:`dagster.Failure` whose metadata lists every failed partition and its reason, so the
-CLI can isolate them and re-run the rest.
+the same shape (a :class:`~llava_sensing_pipeline.io_managers.PartitionTables`). A partition whose function raises
+does not stop the others from being tried: after the loop the step fails with a :class:`dagster.Failure` whose
+metadata lists every failed partition and its reason, so the CLI can isolate them and re-run the rest.
+
+Each asset's check (:data:`~llava_sensing_pipeline.checks.PER_FILE_CHECKS`) runs in the same step on the tables it
+has just computed (:func:`run_check` before the output is yielded, :meth:`CheckRun.report` after), so a check costs
+no extra step and no reload.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +38,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from ..checks import MAX_LISTED, summary
+from ..io_managers import PartitionTables
 from ..ollama_resource import OllamaUnavailable
 from ..text import NovelReadError
 
@@ -81,7 +87,7 @@ def for_each_partition(
             metadata={FAILED_PARTITIONS_KEY: MetadataValue.json(failures)},
             allow_retries=not permanent,
         )
-    return results if len(keys) > 1 else results[keys[0]]
+    return PartitionTables(results) if len(keys) > 1 else results[keys[0]]
 
 
 def _targets(instance, asset_key: AssetKey, keys: Sequence[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
@@ -96,33 +102,47 @@ def _targets(instance, asset_key: AssetKey, keys: Sequence[str]) -> dict[str, As
         storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp) for r in records}
 
 
-def checked(context: AssetExecutionContext, spec: AssetCheckSpec, output: pd.DataFrame | Mapping[str, pd.DataFrame],
-            rule: Callable[[str, pd.DataFrame], list[str]], counted: str) -> Iterator[AssetCheckEvaluation | Output]:
-    """Evaluates the asset check ``spec`` on the step's ``output`` (after it was yielded, so each evaluation can
-    refer to its partition's new materialization): one evaluation per partition, then the check's output. A
-    failure fails the step with a :class:`dagster.Failure` naming the failed partitions (nothing downstream runs)."""
+@dataclass
+class CheckRun:
+    """The problems an asset check found in each partition of a step's output, to report once it is stored."""
+
+    spec: AssetCheckSpec
+    counted: str
+    results: dict[str, tuple[int, list[str]]]  # partition -> (rows, problems)
+
+    def report(self, context: AssetExecutionContext) -> Iterator[AssetCheckEvaluation | Output]:
+        """One evaluation per partition, each referring to its partition's new materialization, then the check's
+        output; a failure fails the step with a :class:`dagster.Failure` naming the failed partitions (nothing
+        downstream runs)."""
+        spec = self.spec
+        targets = _targets(context.instance, spec.asset_key, list(self.results))
+        failed: dict[str, str] = {}
+        for key, (rows, problems) in self.results.items():
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                failed[key] = f"check {spec.name} failed: {problems[0]}{more}"
+            yield AssetCheckEvaluation(
+                asset_key=spec.asset_key, check_name=spec.name, passed=not problems, partition=key,
+                blocking=spec.blocking, metadata={self.counted: rows, **summary(problems)},
+                target_materialization_data=targets.get(key), description=failed.get(key),
+            )
+        yield Output(None, output_name=spec.get_python_identifier())
+        if failed:
+            raise Failure(
+                description=f"{len(failed)} of {len(self.results)} partition(s) failed check {spec.name} on "
+                            f"{spec.asset_key.to_user_string()}; fix the data or the code and re-run them: "
+                            + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:MAX_LISTED]),
+                metadata={FAILED_PARTITIONS_KEY: MetadataValue.json(failed)},
+                allow_retries=False,
+            )
+
+
+def run_check(context: AssetExecutionContext, spec: AssetCheckSpec, output: pd.DataFrame | Mapping[str, pd.DataFrame],
+              rule: Callable[[str, pd.DataFrame], list[str]], counted: str) -> CheckRun:
+    """Applies the rule of the asset check ``spec`` to each partition of the step's ``output``, before the output
+    is yielded (a multi-partition output is released once written); ``CheckRun.report`` reports it after."""
     frames = output if isinstance(output, Mapping) else {context.partition_key: output}
-    targets = _targets(context.instance, spec.asset_key, list(frames))
-    failed: dict[str, str] = {}
-    for key in sorted(frames):
-        problems = rule(key, frames[key])
-        if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            failed[key] = f"check {spec.name} failed: {problems[0]}{more}"
-        yield AssetCheckEvaluation(
-            asset_key=spec.asset_key, check_name=spec.name, passed=not problems, partition=key, blocking=spec.blocking,
-            metadata={counted: len(frames[key]), **summary(problems)}, target_materialization_data=targets.get(key),
-            description=failed.get(key),
-        )
-    yield Output(None, output_name=spec.get_python_identifier())
-    if failed:
-        raise Failure(
-            description=f"{len(failed)} of {len(frames)} partition(s) failed check {spec.name} on "
-                        f"{spec.asset_key.to_user_string()}; fix the data or the code and re-run them: "
-                        + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:MAX_LISTED]),
-            metadata={FAILED_PARTITIONS_KEY: MetadataValue.json(failed)},
-            allow_retries=False,
-        )
+    return CheckRun(spec, counted, {key: (len(frames[key]), rule(key, frames[key])) for key in sorted(frames)})
 
 
 def add_partition_metadata(context: AssetExecutionContext, key: str, metadata: Mapping[str, Any]) -> None:

@@ -31,7 +31,7 @@ from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS, partition_fingerprint
-from ._partitioned import checked, for_each_partition, pick, progress_logger
+from ._partitioned import for_each_partition, pick, progress_logger, run_check
 from .environment import analysis_record, check_failure_share
 from .novels import LLM_POOL, PER_FILE
 from .sensors import sensor_record_from_row
@@ -182,7 +182,8 @@ def generated_examples(
         }
 
     frames = for_each_partition(context, one, style_labels, text_chunks, environment_features, sensor_records)
-    yield Output(frames)
-    yield from checked(context, TEXT_FITS_MODE, frames, lambda key, frame: example_problems(
+    check = run_check(context, TEXT_FITS_MODE, frames, lambda key, frame: example_problems(
         frame, pick(text_chunks, key), min_words=settings.min_words, max_words=settings.max_words,
         min_alignment=settings.min_alignment), "examples")
+    yield Output(frames)
+    yield from check.report(context)

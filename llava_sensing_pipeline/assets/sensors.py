@@ -10,7 +10,7 @@ from ..seeding import chunk_streams, derive_seed
 from ..sensors import synthesize_sensor_columns
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS
-from ._partitioned import checked, for_each_partition
+from ._partitioned import for_each_partition, run_check
 from .novels import PER_FILE
 
 def sensor_table(features: pd.DataFrame, global_seed: int, key: str) -> pd.DataFrame:
@@ -49,6 +49,7 @@ def sensor_records(context: AssetExecutionContext, settings: PipelineSettings, e
         }
 
     frames = for_each_partition(context, one, environment_features)
+    check = run_check(context, VALUES_IN_DOCUMENTED_RANGES, frames, lambda key, frame: sensor_problems(frame),
+                      "records")
     yield Output(frames)
-    yield from checked(context, VALUES_IN_DOCUMENTED_RANGES, frames, lambda key, frame: sensor_problems(frame),
-                       "records")
+    yield from check.report(context)
