@@ -483,35 +483,41 @@ _CONFIDENCE = np.array([[rule_confidence(found, extra) for extra in range(CONFID
                         for found in range(len(ENV_FIELDS) + 1)])
 
 
-def _signature(length: np.ndarray, first: np.ndarray, second: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """A cheap fingerprint of words (length up to 31, first, second and last letter, as 0..25)."""
-    return ((np.minimum(length, 31) * 26 + first) * 26 + second) * 26 + last
+_SIGNATURE_SIZE = (1 << 23) - 15  # a prime: the table takes 8 MB
+
+
+def _signature(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A cheap fingerprint of the words ``data[starts[i]:ends[i]]``: their length (up to 31) and their first,
+    second, third, next-to-last and last letters (clamped into short words), folded into the table size."""
+    last = ends - 1
+    signature = np.minimum(ends - starts, 31).astype(np.int64)
+    for at in (starts, np.minimum(starts + 1, last), np.minimum(starts + 2, last), np.maximum(last - 1, starts), last):
+        signature = signature * 32 + data[at]
+    return signature % _SIGNATURE_SIZE
 
 
 def _signature_table(words) -> np.ndarray:
-    table = np.zeros(32 * 26**3, dtype=bool)
-    for w in words:
-        letters = [c - 97 for c in w]
-        table[_signature(np.array([len(w)]), letters[0], letters[min(1, len(w) - 1)], letters[-1])] = True
+    table = np.zeros(_SIGNATURE_SIZE, dtype=bool)
+    data = np.frombuffer(b" ".join(words), dtype=np.uint8)
+    lengths = np.array([len(w) for w in words])
+    ends = np.cumsum(lengths + 1) - 1
+    table[_signature(data, ends - lengths, ends)] = True
     return table
 
 
-_LOOKUP_SIGNATURES = _signature_table(_LOOKUP_WORDS)
+_LOOKUP_SIGNATURES = _signature_table(sorted(_LOOKUP_WORDS))
 
 
 def _lookup_words(buffer: bytes) -> tuple[np.ndarray, np.ndarray]:
     """(text number, key id) of each lookup word of a separated buffer, in reading order.
 
-    Word boundaries come from numpy over the bytes; only words whose signature (length, first, second and last
-    letter) some lookup word shares are cut out of the buffer and looked up, a small share of all words."""
+    Word boundaries come from numpy over the bytes; only words whose signature (:func:`_signature`) some lookup
+    word shares are cut out of the buffer and looked up, a small share of all words."""
     data = np.frombuffer(buffer, dtype=np.uint8)
     letter = (data >= 97).view(np.int8)  # after the token table: letters a-z, spaces, separators
     edges = np.diff(letter, prepend=np.int8(0), append=np.int8(0))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    first = data[starts].astype(np.int64) - 97
-    candidates = np.flatnonzero(_LOOKUP_SIGNATURES[_signature(
-        ends - starts, first, data[np.minimum(starts + 1, ends - 1)].astype(np.int64) - 97,
-        data[ends - 1].astype(np.int64) - 97)])
+    candidates = np.flatnonzero(_LOOKUP_SIGNATURES[_signature(data, starts, ends)])
     get = _KEY_ID.get
     ids = np.fromiter((get(buffer[a:b], -1) for a, b in zip(starts[candidates].tolist(), ends[candidates].tolist())),
                       dtype=np.int64, count=len(candidates))

@@ -306,12 +306,9 @@ _PARAGRAPH_JOIN = "\n\n"
 
 def _clean(source: str) -> str:
     """Collapse every whitespace run (line breaks included) to one space and strip."""
-    if "\n" not in source and "  " not in source and "\t" not in source:
-        return source.strip()
-    if source.isascii():
-        flat = source.replace("\n", " ")  # the usual hard-wrapped paragraph: single spaces and line feeds
-        if "  " not in flat and flat.isprintable():  # no tab, CR or other control character either
-            return flat.strip()
+    flat = source.replace("\n", " ")  # the usual hard-wrapped paragraph: single spaces and line feeds
+    if "  " not in flat and flat.isprintable():  # printable: no whitespace but the space (no tab, no U+2003)
+        return flat.strip()
     return " ".join(source.split())
 
 
