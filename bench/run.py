@@ -699,8 +699,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"core functions on {shared.label()} (best of 3)")
         cores: list[CoreResult | None] = [core_best_of(shared, settings, 3)]
         if scaled:
-            log(f"core functions on {scaled.label()} (one pass)")
-            cores.append(core_pass(scaled, settings))
+            log(f"core functions on {scaled.label()} (best of 2)")
+            cores.append(core_best_of(scaled, settings, 2))
         else:
             cores.append(None)
 
