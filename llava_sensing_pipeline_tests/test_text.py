@@ -15,6 +15,7 @@ from llava_sensing_pipeline.text import (
     NovelReadError,
     NovelText,
     TextChunk,
+    _clean,
     chunk_text,
     decode_bytes,
     parse_novel,
@@ -510,3 +511,12 @@ def test_unclosed_illustration_marker_is_dropped_to_the_end_of_its_paragraph():
     joined = " ".join(c.text for c in chunks)
     assert "[Illustration" not in joined and "quay in the rain" not in joined
     assert "harbour" in joined and "wet streets" in joined
+
+
+def test_cleaning_collapses_every_whitespace_run_like_split_and_join() -> None:
+    """The fast paths of chunk cleaning (printable text: collapse runs of spaces) equal ``" ".join(s.split())``."""
+    rng = rng_for(0, "test_text", "clean")
+    pieces = ["a", "é", "’", " ", "  ", "\n", "\t", "\u2003", "\x0b", "\x1c", ".", "\n\n", "     ", "\u3000"]
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        assert _clean(text) == " ".join(text.split()), repr(text)
