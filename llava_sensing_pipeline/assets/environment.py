@@ -61,12 +61,12 @@ def check_failure_share(step: str, key: str, stats: CallStats, attempted: int, m
                       f"only pays for the rest. Check the Ollama server.")
 
 
-def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, key: str, chunks: pd.DataFrame):
-    """Rule labels for every chunk, then LLM analysis of the chunks needed for the file's quota."""
+def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, key: str, chunks: pd.DataFrame,
+                 quota: int):
+    """Rule labels for every chunk, then LLM analysis of the chunks needed for the file's ``quota``."""
     texts = chunks["text"].tolist()
     frame = rule_features(chunks)
     frame["llm"] = ""
-    quota = selection_quotas(settings.input_dir, settings.max_files, settings.num_examples).get(key, 0)
     target = math.ceil(quota * settings.analysis_margin)
     order = selection_order(len(frame), settings.seed, key)
     candidates = [pos for pos in order if frame.at[pos, "chars"] >= settings.min_chunk_chars]
@@ -123,11 +123,13 @@ def environment_features(
     """Rule analysis of every chunk (whole-word vocabularies, "unknown" when nothing is found); in the LLM modes,
     LLM analysis of the chunks the file's quota needs, validated and gap-filled by the rules."""
 
+    quotas = selection_quotas(settings.input_dir, settings.max_files, settings.num_examples)  # once per step
+
     def one(key: str, chunks: pd.DataFrame):
         if settings.mode == "simple":
             frame, metadata = rule_features(chunks), {}
         else:
-            frame, metadata = llm_features(context, settings, ollama, key, chunks)
+            frame, metadata = llm_features(context, settings, ollama, key, chunks, quotas.get(key, 0))
         return frame, {
             "chunks": len(frame),
             "mean_confidence": round(float(frame["confidence"].mean()), 3) if len(frame) else 0.0,

@@ -166,9 +166,11 @@ def generated_examples(
 ):
     """Examples of one file in selection order; the export takes each file's quota from the top."""
 
+    quotas = selection_quotas(settings.input_dir, settings.max_files, settings.num_examples)  # once per step
+
     def one(key: str, styles: pd.DataFrame, chunks: pd.DataFrame, features: pd.DataFrame, sensors: pd.DataFrame):
         table = chunk_table(chunks, features, sensors, styles)
-        quota = selection_quotas(settings.input_dir, settings.max_files, settings.num_examples).get(key, 0)
+        quota = quotas.get(key, 0)
         if settings.mode == "llm":
             frame, metadata = llm_examples(context, table, key, settings, ollama, quota)
         else:
