@@ -483,21 +483,21 @@ _CONFIDENCE = np.array([[rule_confidence(found, extra) for extra in range(CONFID
                         for found in range(len(ENV_FIELDS) + 1)])
 
 
-_SIGNATURE_SIZE = (1 << 23) - 15  # a prime: the table takes 8 MB
+_SIGNATURE_BITS = 23  # the table takes 8 MB
 
 
 def _signature(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """A cheap fingerprint of the words ``data[starts[i]:ends[i]]``: their length (up to 31) and their first,
-    second, third, next-to-last and last letters (clamped into short words), folded into the table size."""
+    """A cheap fingerprint of the words ``data[starts[i]:ends[i]]``: their length and their first, second, third,
+    next-to-last and last letters (clamped into short words), hashed in 32-bit arithmetic to a table index."""
     last = ends - 1
-    signature = np.minimum(ends - starts, 31).astype(np.int64)
+    signature = (ends - starts).astype(np.uint32)
     for at in (starts, np.minimum(starts + 1, last), np.minimum(starts + 2, last), np.maximum(last - 1, starts), last):
-        signature = signature * 32 + data[at]
-    return signature % _SIGNATURE_SIZE
+        signature = signature * np.uint32(0x01000193) ^ data[at]  # FNV-1a's prime; wraps around
+    return (signature ^ (signature >> np.uint32(_SIGNATURE_BITS))) & np.uint32((1 << _SIGNATURE_BITS) - 1)
 
 
 def _signature_table(words) -> np.ndarray:
-    table = np.zeros(_SIGNATURE_SIZE, dtype=bool)
+    table = np.zeros(1 << _SIGNATURE_BITS, dtype=bool)
     data = np.frombuffer(b" ".join(words), dtype=np.uint8)
     lengths = np.array([len(w) for w in words])
     ends = np.cumsum(lengths + 1) - 1
