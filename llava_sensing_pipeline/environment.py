@@ -450,14 +450,14 @@ def analyze_rules(text: str) -> EnvironmentFeatures:
 
 # --- batch analysis -------------------------------------------------------------------------------
 # A file's chunks are analysed together with numpy, with the same results as analyze_rules on each:
-# the texts are joined with " \x01 " (the token table keeps \x01, so a separator word lies between
-# consecutive texts), tokenised once, and only the keyword hits are turned into arrays: (chunk, key)
-# counts, phrase hits found by regex in the chunks that hold their triggers, then hits per (chunk,
-# label) and a per-field argmax (the first maximum in vocabulary order is the tie-break).
+# the texts are joined with " \x01 " (the token table keeps \x01, so the separators mark where each
+# text starts), word boundaries and a signature of every word come from numpy over the bytes, and only
+# the words whose signature a lookup word shares are looked up in Python. Then: (chunk, key) counts,
+# phrase hits found by regex in the chunks that hold their triggers, hits per (chunk, label) and a
+# per-field argmax (the first maximum in vocabulary order is the tie-break).
 _SEPARATOR = b"\x01"
 _JOINER = " \x01 "
 _SEPARATED_TABLE = _TOKEN_TABLE[:1] + _SEPARATOR + _TOKEN_TABLE[2:]
-_SEPARATED_WORDS = _LOOKUP_WORDS | {_SEPARATOR}
 _FIELD_START: dict[str, int] = {}
 _GLOBAL_LABELS: list[tuple[str, str]] = []  # (field, label) of each global label index
 for _name in ENV_FIELDS:

@@ -13,7 +13,7 @@ from dagster import (
 
 import llava_sensing_pipeline.assets.environment as environment_asset
 from llava_sensing_pipeline.assets import ALL_ASSETS, environment_features, generated_examples
-from llava_sensing_pipeline.checks import EXPORT_CHECKS
+from llava_sensing_pipeline.checks import EXPORT_CHECKS, PER_FILE_CHECKS
 from llava_sensing_pipeline.definitions import build_definitions, defs
 from llava_sensing_pipeline.jobs import EXPORT_JOB, NO_RUN_RETRY_ON_STEP_FAILURE, PER_FILE_JOB
 from llava_sensing_pipeline.ollama_resource import OllamaResource
@@ -42,6 +42,8 @@ def test_checks_are_attached_and_blocking_where_bad_data_would_spread():
     found = {spec.name: (spec.asset_key.to_user_string(), spec.blocking)
              for definition in [*ALL_ASSETS, *EXPORT_CHECKS] for spec in definition.check_specs}
     assert found == BLOCKING
+    assert sorted(spec.name for asset in ALL_ASSETS for spec in asset.check_specs) == sorted(
+        spec.name for spec in PER_FILE_CHECKS)
     per_file = {k.name for k in defs.resolve_job_def(PER_FILE_JOB).asset_layer.asset_graph.asset_check_keys}
     export = {k.name for k in defs.resolve_job_def(EXPORT_JOB).asset_layer.asset_graph.asset_check_keys}
     assert per_file == {n for n, (a, _) in BLOCKING.items() if a != "chunked_json_exports"}
