@@ -130,7 +130,8 @@ _TEMPERATURE_LOW, _TEMPERATURE_HIGH = SENSOR_RANGES["temperature"]
 _HUMIDITY_LOW, _HUMIDITY_HIGH = SENSOR_RANGES["humidity"]
 _IMU_LOW = np.array([SENSOR_RANGES[name][0] for name in IMU_FIELDS])
 _IMU_HIGH = np.array([SENSOR_RANGES[name][1] for name in IMU_FIELDS])
-_CODES: dict[str, dict[str, int]] = {name: {label: i for i, label in enumerate(vocab)} for name, vocab in VOCABULARY.items()}
+_CODES: dict[str, dict[str, int]] = {name: {label: i for i, label in enumerate(vocab)}
+                                     for name, vocab in VOCABULARY.items()}
 
 
 def _table(field: str, values: Mapping[str, object]) -> np.ndarray:

@@ -85,7 +85,8 @@ def test_a_range_output_is_written_per_partition_and_then_released(tmp_path):
     tables = PartitionTables({k: pd.DataFrame({"t": [k]}) for k in keys})
     manager.handle_output(context, tables)
     assert tables == {}
-    assert [pd.read_parquet(tmp_path / "text_chunks" / f"{k}.parquet")["t"].tolist() for k in keys] == [[k] for k in keys]
+    stored = [pd.read_parquet(tmp_path / "text_chunks" / f"{k}.parquet")["t"].tolist() for k in keys]
+    assert stored == [[k] for k in keys]
     plain = {k: pd.DataFrame({"t": [k]}) for k in keys}  # any other mapping is left as it is
     manager.handle_output(context, plain)
     assert set(plain) == set(keys)

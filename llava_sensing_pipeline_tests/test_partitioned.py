@@ -9,8 +9,8 @@ from llava_sensing_pipeline.assets._partitioned import add_partition_metadata
 
 def test_partition_metadata_uses_the_public_call_when_dagster_internals_differ():
     calls = []
-    context = SimpleNamespace(asset_key=AssetKey("text_chunks"),
-                              add_asset_metadata=lambda metadata, partition_key: calls.append((metadata, partition_key)))
+    context = SimpleNamespace(asset_key=AssetKey("text_chunks"), add_asset_metadata=lambda metadata, partition_key:
+                              calls.append((metadata, partition_key)))
     add_partition_metadata(context, "G/a", {"rows": 3})
     assert calls == [({"rows": 3}, "G/a")]
 

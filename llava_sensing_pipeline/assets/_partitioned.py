@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import resource
 import time
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -90,7 +90,8 @@ def for_each_partition(
     return PartitionTables(results) if len(keys) > 1 else results[keys[0]]
 
 
-def _targets(instance, asset_key: AssetKey, keys: Sequence[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+def _targets(instance, asset_key: AssetKey,
+             keys: Sequence[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
     """The latest materialization of each partition, which each evaluation refers to (so the UI shows it current)."""
     ids = instance.get_latest_storage_id_by_partition(asset_key, DagsterEventType.ASSET_MATERIALIZATION)
     wanted = [ids[k] for k in keys if k in ids]
