@@ -25,7 +25,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from datasketch import MinHash, MinHashLSH
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datasketch import MinHash
 
 from .seeding import derive_seed, rng_for
 
@@ -84,9 +87,13 @@ class Deduplicator:
         self.num_perm = num_perm
         self.shingle_words = shingle_words
         self.minhash_seed = derive_seed(seed, "near-duplicates") % (2**32)
+        from datasketch import MinHash, MinHashLSH  # here, not at import: a quarter of a second of every CLI start
+
         self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
         # drawn once from the seed instead of for every paragraph (what MinHash does without them)
-        self._permutations = MinHash(num_perm=num_perm, seed=self.minhash_seed, scheme=MINHASH_SCHEME).permutations
+        self._new_minhash = functools.partial(
+            MinHash, num_perm=num_perm, seed=self.minhash_seed, scheme=MINHASH_SCHEME,
+            permutations=MinHash(num_perm=num_perm, seed=self.minhash_seed, scheme=MINHASH_SCHEME).permutations)
         self._exact: dict[str, str] = {}
         self._kept: list[tuple[str, MinHash]] = []
         self.removed: list[Duplicate] = []
@@ -95,8 +102,7 @@ class Deduplicator:
         grams = shingles(normalised, self.shingle_words)
         if not grams:
             return None
-        mh = MinHash(num_perm=self.num_perm, seed=self.minhash_seed, scheme=MINHASH_SCHEME,
-                     permutations=self._permutations)
+        mh = self._new_minhash()
         mh.update_batch(sorted(g.encode("utf-8") for g in grams))
         return mh
 
