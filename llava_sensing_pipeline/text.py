@@ -317,7 +317,7 @@ def _clean(source: str) -> str:
 
 def _is_heading(paragraph: str) -> bool:
     """Headings, numerals and separators: all-caps short lines, ``I.``, ``Chapter 4``, ``* * *``."""
-    if not _ALNUM_RE.search(paragraph):
+    if not (paragraph[:1].isalnum() or _ALNUM_RE.search(paragraph)):  # the first test settles most paragraphs
         return True
     if len(paragraph) > _HEADING_MAX:
         return False
