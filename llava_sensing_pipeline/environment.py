@@ -465,12 +465,10 @@ for _name in ENV_FIELDS:
     _GLOBAL_LABELS.extend((_name, _label) for _label in VOCABULARY[_name])
 _GLOBAL_INDEX = {pair: i for i, pair in enumerate(_GLOBAL_LABELS)}
 _FIELD_OF_LABEL = np.array([ENV_FIELDS.index(f) for f, _ in _GLOBAL_LABELS])
-# Evidence keys: the lookup words (lexicon words and phrase triggers), then the phrases; the separator last.
+# Evidence keys: the lookup words (lexicon words and phrase triggers), then the phrases.
 _KEY_NAMES: list[str] = [w.decode() for w in sorted(_LOOKUP_WORDS)] + list(_PHRASES)
 _KEY_ID: dict[bytes, int] = {w.encode(): i for i, w in enumerate(_KEY_NAMES) if " " not in w}
 _PHRASE_ID = {p: i for i, p in enumerate(_KEY_NAMES) if " " in p}
-_SEPARATOR_ID = len(_KEY_NAMES)
-_KEY_ID[_SEPARATOR] = _SEPARATOR_ID
 _KEY_PAIRS = [
     [_GLOBAL_INDEX[pair] for pair in (_PHRASES[name] if " " in name else _LEXICON.get(name.encode(), ()))]
     for name in _KEY_NAMES
@@ -529,7 +527,7 @@ def _lookup_words(buffer: bytes) -> tuple[np.ndarray, np.ndarray]:
 def _key_counts(buffer: bytes, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(chunk, key, count) of every lookup word in each text, phrases counted and their words' counts absorbed."""
     chunk, ids = _lookup_words(buffer)
-    stride = _SEPARATOR_ID + 1
+    stride = len(_KEY_NAMES)  # (chunk, key) as one integer
     combined, counts = np.unique(chunk * stride + ids, return_counts=True)
     chunk, key = np.divmod(combined, stride)
 
