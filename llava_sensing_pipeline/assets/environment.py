@@ -13,7 +13,6 @@ import pandas as pd
 from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, Output, RetryPolicy, asset
 
 from ..checks import LABELS_IN_VOCABULARY, label_problems
-
 from ..environment import ENV_FIELDS, analyze_columns, analyze_rules
 from ..environment_llm import ANALYSIS_NUM_PREDICT, ANALYSIS_SCHEMA, analysis_messages, interpret_analysis
 from ..generation import Outcome, selection_order, walk_until_quota

@@ -14,7 +14,6 @@ import pandas as pd
 from dagster import AssetExecutionContext, Backoff, Jitter, MetadataValue, Output, RetryPolicy, asset
 
 from ..checks import TEXT_FITS_MODE, example_problems
-
 from ..environment import ENV_FIELDS
 from ..generation import (
     GENERATION_METHODS,

@@ -7,7 +7,6 @@ import pandas as pd
 from dagster import AssetExecutionContext, Output, asset
 
 from ..checks import CHUNKS_ARE_CLEAN, chunk_problems
-
 from ..partitions import genre_of, novel_partitions, relative_path_for
 from ..settings import PipelineSettings
 from ..text import chunk_text, read_novel

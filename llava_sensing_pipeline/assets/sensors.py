@@ -4,7 +4,6 @@ import pandas as pd
 from dagster import AssetExecutionContext, Output, asset
 
 from ..checks import VALUES_IN_DOCUMENTED_RANGES, sensor_problems
-
 from ..environment import ENV_FIELDS
 from ..seeding import chunk_streams, derive_seed
 from ..sensors import synthesize_sensor_columns
@@ -12,6 +11,7 @@ from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS
 from ._partitioned import for_each_partition, run_check
 from .novels import PER_FILE
+
 
 def sensor_table(features: pd.DataFrame, global_seed: int, key: str) -> pd.DataFrame:
     """A sensor record per chunk of ``features`` (its environment labels), keyed by ``chunk_index``: each chunk's
