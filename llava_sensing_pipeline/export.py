@@ -133,12 +133,29 @@ def examples_frame(records: Sequence[dict]) -> pd.DataFrame:
                                        "source_path", "chunk_index", "source_info", "metadata"])
 
 
-def _write_if_changed(obj: object, path: StoragePath) -> None:
+def _write_if_changed(text: str, path: StoragePath) -> None:
     """Atomic write that leaves an identical file untouched (so mtimes and readers are undisturbed)."""
-    text = dumps_json(obj)
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return
     atomic_write_text(text, path)
+
+
+class _EncodedRecords:
+    """Each example encoded once as an item of an indented JSON array, for the dataset, its chunk files and the
+    splits, which hold the same examples: ``array(part)`` is exactly ``dumps_json(list(part))``."""
+
+    def __init__(self, records: Sequence[dict]):
+        self._items = {id(r): self._item(r) for r in records}
+
+    @staticmethod
+    def _item(record: dict) -> str:
+        return "  " + json.dumps(record, ensure_ascii=False, indent=2).replace("\n", "\n  ")
+
+    def array(self, part: Sequence[dict]) -> str:
+        if not part:
+            return "[]\n"
+        items = [self._items.get(id(r)) or self._item(r) for r in part]
+        return "[\n" + ",\n".join(items) + "\n]\n"
 
 
 def write_export(
@@ -159,7 +176,8 @@ def write_export(
     dataset_path = out / f"{mode}_dataset.json"
     parquet_path = out / f"{mode}_dataset.parquet"
     records = list(records)
-    _write_if_changed(records, dataset_path)
+    encoded = _EncodedRecords(records)
+    _write_if_changed(encoded.array(records), dataset_path)
     atomic_write_parquet(examples_frame(records), parquet_path)
 
     entries, chunk_paths = [], []
@@ -167,7 +185,7 @@ def write_export(
         part = records[start : start + chunk_size]
         name = chunk_filename(number)
         path = chunks_dir / name
-        _write_if_changed(part, path)
+        _write_if_changed(encoded.array(part), path)
         chunk_paths.append(path)
         entries.append({"chunk_number": number, "filename": name, "start_index": start,
                         "end_index": start + len(part), "size": len(part), "file_path": str(path)})
@@ -180,7 +198,7 @@ def write_export(
     for name, part in (splits or {}).items():
         split_paths[name] = out / SPLITS_DIR / f"{name}.json"
         ensure_dir(split_paths[name].parent)
-        _write_if_changed(list(part), split_paths[name])
+        _write_if_changed(encoded.array(list(part)), split_paths[name])
 
     index = {
         "original_file": str(dataset_path),
@@ -195,7 +213,7 @@ def write_export(
     index_path = chunks_dir / INDEX_NAME
     index["split_timestamp"] = _previous_timestamp_if_same(index_path, index) or datetime.now(timezone.utc).isoformat(
         timespec="seconds")
-    _write_if_changed(index, index_path)
+    _write_if_changed(dumps_json(index), index_path)
     return ExportResult(dataset_path, parquet_path, index_path, chunk_paths, records, removed_stale=removed,
                         split_paths=split_paths)
 

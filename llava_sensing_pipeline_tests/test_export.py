@@ -203,3 +203,17 @@ def test_memory_protocol_rerun_keeps_timestamp_and_removes_stale_chunks(memory_o
     assert result.removed_stale == [chunk_filename(n) for n in (3, 4, 5)]
     assert sorted(fs.ls(f"/{root}/chunks", detail=False)) == [
         f"/{root}/chunks/{name}" for name in (INDEX_NAME, chunk_filename(1), chunk_filename(2))]
+
+
+def test_examples_encoded_once_give_exactly_the_indented_json_of_each_file():
+    from llava_sensing_pipeline.atomic import dumps_json
+    from llava_sensing_pipeline.export import _EncodedRecords
+
+    records = [{"id": f"a_{i}", "text": "line one\nline two — é “q”", "nested": {"list": [1, 2.5, None, True],
+                "empty": [], "obj": {}, "deep": [{"k": "v\\n"}]}} for i in range(5)]
+    encoded = _EncodedRecords(records)
+    assert encoded.array(records) == dumps_json(records)
+    assert encoded.array(records[1:3]) == dumps_json(records[1:3])
+    assert encoded.array([]) == dumps_json([])
+    other = [{"id": "x", "v": [1]}]  # not among the encoded records: encoded on the fly
+    assert encoded.array(other + records[:1]) == dumps_json(other + records[:1])
