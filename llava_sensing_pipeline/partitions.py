@@ -10,10 +10,14 @@ share a key. Only ``*.txt`` files are read, so the extension is not part of the 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterEventType,
     DefaultSensorStatus,
     DynamicPartitionsDefinition,
     RunRequest,
@@ -110,6 +114,17 @@ def discover_novels(input_dir: str | Path, max_files_per_genre: int | None = Non
 
 def registered_keys(instance) -> list[str]:
     return list(instance.get_dynamic_partitions(PARTITIONS_NAME))
+
+
+def latest_materializations(instance, asset_key: AssetKey, keys: Sequence[str]) -> dict:
+    """Partition key → the record of its latest materialization of ``asset_key``, for the ``keys`` that have one."""
+    ids = instance.get_latest_storage_id_by_partition(asset_key, DagsterEventType.ASSET_MATERIALIZATION)
+    wanted = [ids[k] for k in keys if k in ids]
+    if not wanted:
+        return {}
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=asset_key, storage_ids=wanted),
+                                              limit=len(wanted)).records
+    return {r.partition_key: r for r in records if r.partition_key is not None}
 
 
 def sync_partitions(instance, files: list[NovelFile], all_present_keys: set[str]) -> tuple[list[str], list[str]]:

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from dagster import (
     AssetKey,
-    AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
     Definitions,
@@ -36,6 +35,7 @@ from .jobs import EXPORT_JOB, PER_FILE_JOB
 from .partitions import (
     NovelFile,
     discover_novels,
+    latest_materializations,
     registered_keys,
     selection_quotas,
     sync_partitions,
@@ -73,20 +73,8 @@ def file_sha256(path: Path) -> str:
 
 def latest_metadata(instance: DagsterInstance, asset: str, keys: Sequence[str]) -> dict[str, dict]:
     """The metadata of the latest materialization of each partition of ``asset`` (missing partitions left out)."""
-    asset_key = AssetKey(asset)
-    ids = instance.get_latest_storage_id_by_partition(asset_key, DagsterEventType.ASSET_MATERIALIZATION)
-    wanted = {ids[k]: k for k in keys if k in ids}
-    out: dict[str, dict] = {}
-    if not wanted:
-        return out
-    result = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=asset_key, storage_ids=list(wanted)), limit=len(wanted)
-    )
-    for record in result.records:
-        mat = record.asset_materialization
-        if mat is not None and mat.partition is not None:
-            out[mat.partition] = {k: v.value for k, v in mat.metadata.items()}
-    return out
+    records = latest_materializations(instance, AssetKey(asset), keys)
+    return {key: {k: v.value for k, v in r.asset_materialization.metadata.items()} for key, r in records.items()}
 
 
 def expected_fingerprints(settings: PipelineSettings, files: Sequence[NovelFile], model: str) -> dict[str, str]:

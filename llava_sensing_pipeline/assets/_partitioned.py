@@ -26,8 +26,6 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
-    AssetRecordsFilter,
-    DagsterEventType,
     Failure,
     MetadataValue,
     Output,
@@ -40,6 +38,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from ..checks import MAX_LISTED, summary
 from ..io_managers import PartitionTables
 from ..ollama_resource import OllamaUnavailable
+from ..partitions import latest_materializations
 from ..text import NovelReadError
 
 FAILED_PARTITIONS_KEY = "failed_partitions"
@@ -93,14 +92,9 @@ def for_each_partition(
 def _targets(instance, asset_key: AssetKey,
              keys: Sequence[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
     """The latest materialization of each partition, which each evaluation refers to (so the UI shows it current)."""
-    ids = instance.get_latest_storage_id_by_partition(asset_key, DagsterEventType.ASSET_MATERIALIZATION)
-    wanted = [ids[k] for k in keys if k in ids]
-    if not wanted:
-        return {}
-    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=asset_key, storage_ids=wanted),
-                                              limit=len(wanted)).records
-    return {r.partition_key: AssetCheckEvaluationTargetMaterializationData(
-        storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp) for r in records}
+    return {key: AssetCheckEvaluationTargetMaterializationData(storage_id=r.storage_id, run_id=r.run_id,
+                                                               timestamp=r.timestamp)
+            for key, r in latest_materializations(instance, asset_key, keys).items()}
 
 
 @dataclass
