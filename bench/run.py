@@ -67,7 +67,7 @@ from llava_sensing_pipeline.partitions import discover_novels  # noqa: E402
 from llava_sensing_pipeline.seeding import chunk_streams, derive_seed  # noqa: E402
 from llava_sensing_pipeline.sensors import sensor_record, synthesize_sensor_columns  # noqa: E402
 from llava_sensing_pipeline.settings import PipelineSettings  # noqa: E402
-from llava_sensing_pipeline.style import style_for  # noqa: E402
+from llava_sensing_pipeline.style import folder_style, style_for  # noqa: E402
 from llava_sensing_pipeline.text import chunk_text, read_novel  # noqa: E402
 
 # The earlier scripts' rule mode: 214 MB / 403 files in 22.5 s end to end on one core.
@@ -178,7 +178,8 @@ def core_pass(corpus: Corpus, settings: PipelineSettings) -> CoreResult:
         streams = chunk_streams(derive_seed(settings.seed, f.key, "sensors"), [c.index for c in chunks])
         records = synthesize_sensor_columns({name: features[name] for name in ENV_FIELDS}, streams)
         t4 = clock()
-        style, source, _score = style_for(f.genre, " ".join(c.text for c in chunks)[:200_000])
+        sample = "" if folder_style(f.genre) else " ".join(c.text for c in chunks)[:200_000]
+        style, source, _score = style_for(f.genre, sample)
         usable = [i for i in selection_order(len(chunks), settings.seed, f.key)
                   if is_usable(len(chunks[i].text), features["confidence"][i], settings.min_chunk_chars,
                                settings.min_confidence)]

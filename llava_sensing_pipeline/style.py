@@ -77,11 +77,17 @@ def infer_style(text: str) -> tuple[str, float]:
     return style, round(abs(modernist - travel) / (modernist + travel), 3)
 
 
-def style_for(genre_folder: str, text: str) -> tuple[str, str, float]:
-    """(style, source, score): from the genre folder name (any case, score 1.0), else inferred."""
+def folder_style(genre_folder: str) -> str | None:
+    """The style a genre folder name stands for (any case), or None for any other folder."""
     folder = Path(genre_folder).name.casefold()
-    for name, style in GENRE_STYLES.items():
-        if name.casefold() == folder:
-            return style, "genre_folder", 1.0
+    return next((style for name, style in GENRE_STYLES.items() if name.casefold() == folder), None)
+
+
+def style_for(genre_folder: str, text: str) -> tuple[str, str, float]:
+    """(style, source, score): from the genre folder name (any case, score 1.0), else inferred from ``text``
+    (unused for a genre folder)."""
+    style = folder_style(genre_folder)
+    if style is not None:
+        return style, "genre_folder", 1.0
     style, score = infer_style(text)
     return style, "inferred", score

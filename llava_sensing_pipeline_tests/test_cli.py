@@ -163,3 +163,15 @@ def test_backfill_one_genre(workspace, capsys):
     assert "3 materialized" in out and "Modernist_Novel/A90" not in out.split("files:")[0]
     with pytest.raises(SystemExit, match="genres here"):
         main(["backfill", "--genre", "Poetry", "--input-dir", str(workspace / "Novel")])
+
+
+def test_a_file_outside_both_genres_gets_an_inferred_style(workspace):
+    travel = sorted((workspace / "Novel" / "Travel_Novel").glob("*.txt"))[0]
+    (workspace / "Novel" / "Essays").mkdir()
+    shutil.copyfile(travel, workspace / "Novel" / "Essays" / "E001_Notes.txt")
+    assert generate(workspace, "--num-examples", "40") == 0  # one bulk run over every file, the essay included
+    data = json.loads((workspace / "out" / "simple_dataset.json").read_text())
+    essays = [e for e in data if e["source_info"]["source_path"] == "Essays/E001_Notes.txt"]
+    others = [e for e in data if e["source_info"]["source_path"] != "Essays/E001_Notes.txt"]
+    assert essays and {e["metadata"]["style_source"] for e in essays} == {"inferred"}
+    assert {e["metadata"]["style_source"] for e in others} == {"genre_folder"}
