@@ -219,8 +219,14 @@ def synthesize_sensor_columns(labels: Mapping[str, Sequence[str]], streams: np.n
     }
 
 
+SENSOR_COLUMNS: tuple[str, ...] = ("temperature", "humidity", "wind_direction", "wind_direction_name", "imu",
+                                   "movement", "scenario", "time", "weather")
+"""The columns of :func:`synthesize_sensor_columns` (and of the ``sensor_records`` table)."""
+
+
 def sensor_record(columns: Mapping[str, object], i: int) -> dict:
-    """Record ``i`` of :func:`synthesize_sensor_columns`' output as a plain dict (the export's ``sensor_record``)."""
+    """Record ``i`` of :func:`synthesize_sensor_columns`' output (or any columns named ``SENSOR_COLUMNS``) as a
+    plain dict: the export's ``sensor_data``."""
     return {
         "temperature": float(columns["temperature"][i]),
         "humidity": float(columns["humidity"][i]),

@@ -6,7 +6,7 @@ from dagster import AssetExecutionContext, Output, asset
 from ..checks import VALUES_IN_DOCUMENTED_RANGES, sensor_problems
 from ..environment import ENV_FIELDS
 from ..seeding import chunk_streams, derive_seed
-from ..sensors import synthesize_sensor_columns
+from ..sensors import SENSOR_COLUMNS, sensor_record, synthesize_sensor_columns
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS
 from ._partitioned import for_each_partition, run_check
@@ -24,15 +24,7 @@ def sensor_table(features: pd.DataFrame, global_seed: int, key: str) -> pd.DataF
 
 def sensor_record_from_row(row) -> dict:
     """The sensor record of one row of the ``sensor_records`` table (the export's ``sensor_data``)."""
-    return {
-        "temperature": float(row.temperature),
-        "humidity": float(row.humidity),
-        "wind_direction": int(row.wind_direction),
-        "wind_direction_name": row.wind_direction_name,
-        "imu": [float(v) for v in row.imu],
-        "movement": row.movement,
-        "context": {"scenario": row.scenario, "time": row.time, "weather": row.weather},
-    }
+    return sensor_record({name: (getattr(row, name),) for name in SENSOR_COLUMNS}, 0)
 
 
 @asset(**PER_FILE, code_version=CODE_VERSIONS["sensor_records"], kinds={"pandas", "parquet"},
