@@ -616,14 +616,16 @@ def analyze_columns(texts: Sequence[str]) -> dict[str, list]:
     return columns
 
 
+def features_at(columns: Mapping[str, Sequence], i: int) -> EnvironmentFeatures:
+    """Text ``i`` of :func:`analyze_columns`' output as :class:`EnvironmentFeatures`."""
+    return EnvironmentFeatures(**{name: columns[name][i] for name in ENV_FIELDS},
+                               confidence=columns["confidence"][i], cues=columns["cues"][i], source="rules")
+
+
 def analyze_many(texts: Sequence[str]) -> list[EnvironmentFeatures]:
     """:func:`analyze_rules` of each text (equal results), from :func:`analyze_columns`."""
     columns = analyze_columns(texts)
-    return [
-        EnvironmentFeatures(**{name: columns[name][i] for name in ENV_FIELDS},
-                            confidence=columns["confidence"][i], cues=columns["cues"][i], source="rules")
-        for i in range(len(texts))
-    ]
+    return [features_at(columns, i) for i in range(len(texts))]
 
 
 def _normalise_label(value: str) -> str:

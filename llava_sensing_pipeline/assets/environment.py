@@ -13,7 +13,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, Output, RetryPolicy, asset
 
 from ..checks import LABELS_IN_VOCABULARY, label_problems
-from ..environment import ENV_FIELDS, analyze_columns, analyze_rules
+from ..environment import ENV_FIELDS, analyze_columns, features_at
 from ..environment_llm import ANALYSIS_NUM_PREDICT, ANALYSIS_SCHEMA, analysis_messages, interpret_analysis
 from ..generation import Outcome, selection_order, walk_until_quota
 from ..ollama_resource import CallStats, LLMCallFailed, OllamaResource
@@ -64,7 +64,8 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
                  quota: int):
     """Rule labels for every chunk, then LLM analysis of the chunks needed for the file's ``quota``."""
     texts = chunks["text"].tolist()
-    frame = rule_features(chunks)
+    rules = analyze_columns(texts)
+    frame = rule_features(chunks, rules)
     frame["llm"] = ""
     target = math.ceil(quota * settings.analysis_margin)
     order = selection_order(len(frame), settings.seed, key)
@@ -80,7 +81,7 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
             stats.record_failure(ollama.max_retries + 1)
             return Outcome(False, error=str(exc))
         stats.record(reply)
-        result = interpret_analysis(reply.text, analyze_rules(texts[pos]))
+        result = interpret_analysis(reply.text, features_at(rules, pos))
         return Outcome(result["confidence"] >= settings.llm_confidence_threshold, result)
 
     ollama.check_ready()
