@@ -65,7 +65,7 @@ from llava_sensing_pipeline.generation import (  # noqa: E402
 )
 from llava_sensing_pipeline.partitions import discover_novels  # noqa: E402
 from llava_sensing_pipeline.seeding import chunk_streams, derive_seed  # noqa: E402
-from llava_sensing_pipeline.sensors import sensor_record, synthesize_sensor_columns  # noqa: E402
+from llava_sensing_pipeline.sensor_synthesis import sensor_record, synthesize_sensor_columns  # noqa: E402
 from llava_sensing_pipeline.settings import PipelineSettings  # noqa: E402
 from llava_sensing_pipeline.style import folder_style, style_for  # noqa: E402
 from llava_sensing_pipeline.text import chunk_text, read_novel  # noqa: E402

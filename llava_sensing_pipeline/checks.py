@@ -36,7 +36,7 @@ from .environment import ENV_FIELDS, VOCABULARY
 from .export import CHUNK_FILE_RE, INDEX_NAME
 from .generation import check_quality
 from .partitions import novel_partitions
-from .sensors import COMPASS_POINTS, IMU_FIELDS, SENSOR_RANGES
+from .sensor_synthesis import COMPASS_POINTS, IMU_FIELDS, SENSOR_RANGES
 from .settings import PipelineSettings
 
 MAX_LISTED = 20

@@ -90,8 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     which = back.add_mutually_exclusive_group()
     which.add_argument("--genre", help="only this genre folder, e.g. Travel_Novel")
     which.add_argument("--failed", action="store_true", help="only partitions that failed or were never materialized")
-    status = sub.add_parser("status", help="a table of partitions: last state, chunks, examples")
+    status = sub.add_parser("status", help="a table of partitions: last state, up to date or why not, examples")
     status.add_argument("--genre", help="only this genre folder")
+    prune = sub.add_parser("prune", help="delete the partitions whose file is gone from --input-dir (never done "
+                                         "implicitly: several corpora can share one DAGSTER_HOME)")
+    prune.add_argument("--input-dir", default="Novel", help="the corpus whose files are kept (default: Novel)")
     return parser
 
 
@@ -112,15 +115,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
         min_alignment=args.min_alignment, min_words=args.min_words, max_words=args.max_words,
         split_ratios=args.split_ratios, near_duplicate_threshold=args.near_duplicate_threshold,
     )
+    from .settings import record_env
+
     home = ensure_dagster_home()
+    env = run_env(args, settings)
+    os.environ.update(env)
+    record_env({**env, "LLAVA_SENSING_STORAGE_DIR": str(storage_dir())}, str(home))
     from dagster import DagsterInstance
 
     from .definitions import build_definitions, ollama_from_env
     from .ollama_resource import OllamaUnavailable
     from .runner import Runner, select_files
 
-    ollama = ollama_from_env(host=args.ollama_host, model=args.model, parallel=args.parallel,
-                             timeout_s=args.ollama_timeout, max_retries=args.max_retries)
+    ollama = ollama_from_env()
     if args.mode != "simple":
         try:
             digest = ollama.check_ready()
@@ -131,7 +138,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
               f"{ollama.parallel} parallel per host, {ollama.total_slots} in all")
 
     try:
-        files, present = select_files(settings)
+        files = select_files(settings)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -139,19 +146,41 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"error: no .txt novels under {settings.input_dir}: expected Modernist_Novel/*.txt and "
               "Travel_Novel/*.txt", file=sys.stderr)
         return 2
-    targets = None
-    if args.command == "backfill":
-        targets = backfill_targets(args, files)
-        if not targets:
-            print("backfill: nothing to do (no partition matches)")
     batch = args.batch_size or (50 if args.mode == "simple" else 1)
     print(f"llava-sensing: {len(files)} file(s) from {args.input_dir}, mode {args.mode}, seed {args.seed}, "
           f"DAGSTER_HOME={home}")
     with DagsterInstance.get() as instance:
-        runner = Runner(build_definitions(settings, ollama=ollama), instance, settings, batch_size=batch,
-                        verbose=args.verbose)
-        report = runner.run(files, present, force=getattr(args, "force", False), only=targets)
+        targets = None
+        if args.command == "backfill":
+            targets = backfill_targets(args, files, instance)
+            if not targets:
+                print("backfill: nothing to do (no partition matches)")
+        runner = Runner(build_definitions(), instance, settings, batch_size=batch, verbose=args.verbose)
+        report = runner.run(files, force=getattr(args, "force", False), only=targets)
     return print_summary(report, settings)
+
+
+def storage_dir() -> str:
+    """Where the per-partition tables are (``$LLAVA_SENSING_STORAGE_DIR``, default ``data/storage``), absolute for a
+    local folder so that ``dagster dev`` started elsewhere finds them."""
+    raw = os.environ.get("LLAVA_SENSING_STORAGE_DIR") or "data/storage"
+    return raw if "://" in raw else str(Path(raw).resolve())
+
+
+def run_env(args: argparse.Namespace, settings) -> dict[str, str]:
+    """The variables the definitions are built from, for this command's flags (the same the UI reads)."""
+    from .settings import settings_env
+
+    env = settings_env(settings)
+    if args.ollama_host:
+        env["OLLAMA_HOSTS"] = args.ollama_host
+    if args.model:
+        env["LLAVA_SENSING_MODEL"] = args.model
+    if args.parallel:
+        env["OLLAMA_NUM_PARALLEL"] = str(args.parallel)
+    env["LLAVA_SENSING_OLLAMA_TIMEOUT"] = f"{args.ollama_timeout:g}"
+    env["LLAVA_SENSING_MAX_RETRIES"] = str(args.max_retries)
+    return env
 
 
 def print_summary(report, settings) -> int:
@@ -161,9 +190,10 @@ def print_summary(report, settings) -> int:
     from .export import INDEX_NAME
 
     out = storage_path(settings.output_dir)
-    print(f"\nfiles: {len(report.selected)} selected, {len(report.stale)} materialized "
-          f"({len(report.stale) - len(report.failures)} ok, {len(report.failures)} failed), "
-          f"{len(report.selected) - len(report.stale)} up to date; {report.runs} Dagster run(s) in {report.seconds:.1f} s")
+    done = len(report.stale)
+    print(f"\nfiles: {len(report.selected)} selected, {done} materialized ({done - len(report.failures)} ok, "
+          f"{len(report.failures)} failed), {len(report.selected) - done} up to date; {report.runs} Dagster run(s) "
+          f"in {report.seconds:.1f} s")
     if report.export_ok:
         index = json.loads((out / "chunks" / INDEX_NAME).read_text(encoding="utf-8"))
         chunks = sum(f["candidates"] for f in index["files"])
@@ -181,10 +211,15 @@ def print_summary(report, settings) -> int:
               f"only these will be redone):", file=sys.stderr)
         for key, reason in sorted(report.failures.items()):
             print(f"  {key}: {reason}", file=sys.stderr)
-    return 0 if report.export_ok and not report.failures else 1
+    if report.failed_before:
+        print(f"\n{len(report.failed_before)} file(s) still failed from an earlier run (not retried: nothing they "
+              "depend on changed; fix the file, or `llava-sensing backfill --failed`):", file=sys.stderr)
+        for key, reason in sorted(report.failed_before.items()):
+            print(f"  {key}: {reason}", file=sys.stderr)
+    return 0 if report.export_ok and not report.failures and not report.failed_before else 1
 
 
-def backfill_targets(args: argparse.Namespace, files) -> list[str]:
+def backfill_targets(args: argparse.Namespace, files, instance) -> list[str]:
     """The partitions a backfill covers: all selected ones, one genre's, or those that failed or never ran."""
     keys = [f.key for f in files]
     if args.genre:
@@ -193,49 +228,77 @@ def backfill_targets(args: argparse.Namespace, files) -> list[str]:
             genres = sorted({f.genre for f in files})
             raise SystemExit(f"error: no files in genre {args.genre!r}; genres here: {', '.join(genres)}")
     if args.failed:
-        from dagster import DagsterInstance
+        from .planning import partition_states
 
-        from .schedules import partition_states
-
-        with DagsterInstance.get() as instance:
-            states = partition_states(instance, keys)
+        states = partition_states(instance, keys)
         keys = [k for k in keys if states[k] in ("failed", "missing")]
     return keys
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """A table of the registered partitions: last state, whether Dagster sees them up to date, and figures."""
     ensure_dagster_home()
-    from dagster import DagsterInstance
+    from dagster import AssetKey, DagsterInstance
 
-    from .partitions import genre_of, registered_keys
-    from .runner import latest_metadata
-    from .schedules import partition_states
+    from .definitions import build_definitions
+    from .partitions import genre_of, latest_materializations, registered_keys
+    from .planning import out_of_date, partition_states
 
+    defs = build_definitions()
     with DagsterInstance.get() as instance:
         keys = [k for k in registered_keys(instance) if not args.genre or genre_of(k) == args.genre]
         states = partition_states(instance, keys)
-        chunks = latest_metadata(instance, "text_chunks", keys)
-        examples = latest_metadata(instance, "generated_examples", keys)
+        stale = out_of_date(instance, defs.resolve_asset_graph(), keys)
+        examples = {k: {m: v.value for m, v in r.asset_materialization.metadata.items()}
+                    for k, r in latest_materializations(instance, AssetKey("generated_examples"), keys).items()}
     if not keys:
         print("no partitions registered yet: run `llava-sensing generate` (or start the sensor in the UI)")
         return 0
     width = max(len(k) for k in keys)
-    print(f"{'partition':<{width}}  {'state':<12}  {'chunks':>7}  {'candidates':>10}  {'accepted':>8}")
+    print(f"{'partition':<{width}}  {'state':<12}  {'chunks':>7}  {'candidates':>10}  {'accepted':>8}  up to date?")
     for key in sorted(keys):
         ex = examples.get(key, {})
-        print(f"{key:<{width}}  {states[key]:<12}  {chunks.get(key, {}).get('chunks', '-')!s:>7}  "
-              f"{ex.get('candidates', '-')!s:>10}  {ex.get('accepted', '-')!s:>8}")
+        print(f"{key:<{width}}  {states[key]:<12}  {ex.get('chunks', '-')!s:>7}  {ex.get('candidates', '-')!s:>10}  "
+              f"{ex.get('accepted', '-')!s:>8}  {'no: ' + stale[key] if key in stale else 'yes'}")
     counts = {s: list(states.values()).count(s) for s in sorted(set(states.values()))}
-    print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {len(stale)} not up to date for the current "
+          "settings (see why above; `llava-sensing generate` redoes them)")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Deletes the partitions whose file is no longer in ``--input-dir`` (their history stays in the event log)."""
+    ensure_dagster_home()
+    from dagster import DagsterInstance
+
+    from .partitions import discover_novels
+    from .planning import prune_partitions
+
+    try:
+        present = {f.key for f in discover_novels(args.input_dir)}
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with DagsterInstance.get() as instance:
+        gone = prune_partitions(instance, present)
+    for key in gone:
+        print(f"deleted partition {key} (no such file under {args.input_dir})")
+    print(f"{len(gone)} partition(s) deleted, {len(present)} kept")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     args = build_parser().parse_args(argv)
+    # Dagster marks backfill policies and partitioned checks as beta or preview; nothing for the user to act on.
+    warnings.filterwarnings("ignore", message=r".*(beta|preview)", category=Warning)
     if args.command in ("generate", "backfill"):
         return cmd_generate(args)
     if args.command == "status":
         return cmd_status(args)
+    if args.command == "prune":
+        return cmd_prune(args)
     raise AssertionError(args.command)
 
 

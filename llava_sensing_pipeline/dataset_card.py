@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .atomic import StoragePath, atomic_write_bytes, atomic_write_text, storage_path
 from .curation import SPLIT_NAMES, genre_of_path, novel_of
-from .sensors import COMPASS_POINTS, IMU_FIELDS
+from .sensor_synthesis import COMPASS_POINTS, IMU_FIELDS
 
 CARD_NAME = "README.md"
 PLOTS_DIR = "card"

@@ -1,62 +1,101 @@
 """The Dagster code location: assets, checks, jobs, sensors, schedule, resources and the executor.
 
-``dagster dev -w workspace.yaml`` loads ``defs``; its settings come from ``LLAVA_SENSING_*`` environment variables
-(:func:`~llava_sensing_pipeline.settings.settings_from_env`). The CLI builds its own with
-:func:`build_definitions` from its flags, over the same assets and the same ``DAGSTER_HOME``.
+Every entry point builds the same definitions from the same variables: ``dagster dev -w workspace.yaml`` loads
+``defs``, the CLI calls :func:`build_definitions` after putting its flags into the environment, and the worker
+processes of a multiprocess or distributed executor rebuild the job with :func:`job_from_env`. The variables are
+``LLAVA_SENSING_<SETTING>`` (see :class:`~llava_sensing_pipeline.settings.PipelineSettings`), ``OLLAMA_HOSTS`` /
+``OLLAMA_HOST``, ``OLLAMA_NUM_PARALLEL``, ``LLAVA_SENSING_MODEL``, ``LLAVA_SENSING_STORAGE_DIR`` and
+``LLAVA_SENSING_EXECUTOR``; where one is unset, the value the CLI last recorded in ``$DAGSTER_HOME`` applies, so the
+UI started on the CLI's instance sees the CLI's settings (and the same code versions).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
-from dagster import Definitions
+from dagster import AssetsDefinition, Definitions
 
-from .assets import ALL_ASSETS
+from .assets import ALL_ASSETS, novel_sources
 from .checks import EXPORT_CHECKS
 from .executors import executor_from_env
+from .generation import allocate_quotas
 from .io_managers import PartitionedParquetIOManager
 from .jobs import export_job, per_file_job
 from .ollama_resource import DEFAULT_MODEL, OllamaResource
-from .partitions import novel_file_sensor
-from .schedules import build_refresh_schedule, export_after_per_file_runs
-from .settings import PipelineSettings, settings_from_env
+from .partitions import discover_novels
+from .schedules import build_refresh_schedule
+from .sensors import export_automation_sensor, isolate_failed_partitions, novel_file_sensor
+from .settings import PipelineSettings, effective_env, settings_from_env
+from .versions import code_versions
 
 DEFAULT_STORAGE_DIR = "data/storage"
 DEFAULT_LLM_CACHE = "data/cache/llm_responses.sqlite"
 
 
 def ollama_from_env(env: dict[str, str] | None = None, **overrides) -> OllamaResource:
-    """The Ollama resource from ``OLLAMA_HOST``, ``OLLAMA_NUM_PARALLEL``, ``LLAVA_SENSING_MODEL`` and
+    """The Ollama resource from ``OLLAMA_HOSTS`` (or ``OLLAMA_HOST``), ``OLLAMA_NUM_PARALLEL``,
+    ``LLAVA_SENSING_MODEL``, ``LLAVA_SENSING_OLLAMA_TIMEOUT``, ``LLAVA_SENSING_MAX_RETRIES`` and
     ``LLAVA_SENSING_LLM_CACHE``; keyword arguments that are not None override them."""
     env = os.environ if env is None else env
     fields = {
-        "host": env.get("OLLAMA_HOST") or None,
+        "host": env.get("OLLAMA_HOSTS") or env.get("OLLAMA_HOST") or None,
         "model": env.get("LLAVA_SENSING_MODEL") or DEFAULT_MODEL,
         "parallel": int(env.get("OLLAMA_NUM_PARALLEL") or 1),
         "cache_path": env.get("LLAVA_SENSING_LLM_CACHE") or DEFAULT_LLM_CACHE,
     }
+    if env.get("LLAVA_SENSING_OLLAMA_TIMEOUT"):
+        fields["timeout_s"] = float(env["LLAVA_SENSING_OLLAMA_TIMEOUT"])
+    if env.get("LLAVA_SENSING_MAX_RETRIES"):
+        fields["max_retries"] = int(env["LLAVA_SENSING_MAX_RETRIES"])
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return OllamaResource(**fields)
 
 
-def build_definitions(settings: PipelineSettings | None = None, storage_dir: str | None = None,
-                      ollama: OllamaResource | None = None) -> Definitions:
-    settings = settings or settings_from_env()
-    ollama = ollama or ollama_from_env()
-    storage_dir = storage_dir or os.environ.get("LLAVA_SENSING_STORAGE_DIR", DEFAULT_STORAGE_DIR)
+def quota_version(settings: PipelineSettings) -> str:
+    """What the per-file quotas are: fixed per file by default; with ``num_examples``, its spread over the files
+    now selected (adding a file then changes every file's quota)."""
+    if settings.num_examples is None:
+        return "default"
+    try:
+        keys = [f.key for f in discover_novels(settings.input_dir, settings.max_files)]
+    except FileNotFoundError:
+        keys = []
+    quotas = allocate_quotas(keys, settings.num_examples)
+    return hashlib.sha256(json.dumps(quotas, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def versioned(assets: list[AssetsDefinition], versions: dict[str, str]) -> list[AssetsDefinition]:
+    """``assets`` with each one's code version (code and stage settings, see :mod:`versions`)."""
+    return [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version=versions[spec.key.path[-1]]))
+            for a in assets]
+
+
+def build_definitions(env: dict[str, str] | None = None) -> Definitions:
+    env = effective_env(env)
+    settings = settings_from_env(env)
+    ollama = ollama_from_env(env)
+    storage_dir = env.get("LLAVA_SENSING_STORAGE_DIR") or DEFAULT_STORAGE_DIR
+    versions = code_versions({**settings.model_dump(), "model": ollama.model, "quotas": quota_version(settings)})
     return Definitions(
-        assets=ALL_ASSETS,
+        assets=[novel_sources, *versioned(ALL_ASSETS, versions)],
         asset_checks=EXPORT_CHECKS,
         jobs=[per_file_job, export_job],
-        schedules=[build_refresh_schedule()],
-        sensors=[novel_file_sensor, export_after_per_file_runs],
+        schedules=[build_refresh_schedule(env)],
+        sensors=[novel_file_sensor, export_automation_sensor, isolate_failed_partitions],
         resources={
             "settings": settings,
             "ollama": ollama,
             "parquet_io_manager": PartitionedParquetIOManager(base_dir=storage_dir),
         },
-        executor=executor_from_env(),
+        executor=executor_from_env(env),
     )
+
+
+def job_from_env(name: str):
+    """The job ``name`` of the definitions built from the environment (for executors that rebuild it in workers)."""
+    return build_definitions().resolve_job_def(name)
 
 
 defs = build_definitions()

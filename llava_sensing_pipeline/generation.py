@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from .seeding import rng_for
 from .settings import DEFAULT_EXAMPLES_PER_FILE
-from .sensors import HUMIDITY_FEEL, TEMPERATURE_FEEL, band, describe_sensor_record
+from .sensor_synthesis import HUMIDITY_FEEL, TEMPERATURE_FEEL, band, describe_sensor_record
 from .style import STYLE_CATEGORY, STYLE_GUIDANCE
 
 T = TypeVar("T")

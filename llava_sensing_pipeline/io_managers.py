@@ -89,3 +89,11 @@ class LazyPartitions(Mapping[str, pd.DataFrame]):
 
     def __len__(self) -> int:
         return len(self._paths)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._paths
+
+    def without(self, keys) -> "LazyPartitions":
+        """The same partitions less ``keys`` (nothing is read)."""
+        drop = set(keys)
+        return LazyPartitions({k: p for k, p in self._paths.items() if k not in drop})

@@ -1,10 +1,15 @@
-"""Partition keys for novel files, file discovery, and the sensor that registers new files.
+"""Partition keys for novel files and file discovery.
 
 A partition key is ``<genre folder>/<escaped file stem>``. The escape is a reversible
 percent-encoding of the characters Dagster's UI and CLI give a meaning to (``.`` ranges, ``,`` lists,
 ``[ ] *`` and quotes in the partition box, ``%`` itself, ``/`` inside a stem, control characters), so
 ``A039_Some_Do_Not....txt`` becomes ``Modernist_Novel/A039_Some_Do_Not%2E%2E%2E`` and two files can never
 share a key. Only ``*.txt`` files are read, so the extension is not part of the key.
+
+A key is the file's path relative to the input folder, so two corpora on one instance that hold the same relative
+path share a partition (its ``novel_sources`` data version then changes with the folder, and the partition is redone
+for the folder in use); files of different names never touch each other's partitions. Partitions are never deleted
+implicitly: ``llava-sensing prune`` deletes those whose file is gone from the input folder.
 """
 
 from __future__ import annotations
@@ -14,19 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import (
-    AssetKey,
-    AssetRecordsFilter,
-    DagsterEventType,
-    DefaultSensorStatus,
-    DynamicPartitionsDefinition,
-    RunRequest,
-    SensorEvaluationContext,
-    SensorResult,
-    sensor,
-)
-
-from .settings import PipelineSettings
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DynamicPartitionsDefinition
 
 PARTITIONS_NAME = "novel_files"
 novel_partitions = DynamicPartitionsDefinition(name=PARTITIONS_NAME)
@@ -125,48 +118,6 @@ def latest_materializations(instance, asset_key: AssetKey, keys: Sequence[str]) 
     records = instance.fetch_materializations(AssetRecordsFilter(asset_key=asset_key, storage_ids=wanted),
                                               limit=len(wanted)).records
     return {r.partition_key: r for r in records if r.partition_key is not None}
-
-
-def sync_partitions(instance, files: list[NovelFile], all_present_keys: set[str]) -> tuple[list[str], list[str]]:
-    """Registers ``files`` that are new as partitions and deletes partitions whose file is gone from the input folder.
-
-    Returns ``(added, removed)``. ``all_present_keys`` is every file now in the folder (not only the selected ones),
-    so a ``--max-files`` run never deletes the partitions it did not select.
-    """
-    known = set(registered_keys(instance))
-    added = [f.key for f in files if f.key not in known]
-    if added:
-        instance.add_dynamic_partitions(PARTITIONS_NAME, added)
-    removed = sorted(k for k in known if k not in all_present_keys)
-    for key in removed:
-        instance.delete_dynamic_partition(PARTITIONS_NAME, key)
-    return added, removed
-
-
-def _run_key(root: Path, f: NovelFile) -> str:
-    st = (root / f.relative_path).stat()
-    return f"{f.key}@{st.st_size}:{st.st_mtime_ns}"
-
-
-@sensor(job_name="per_file_job", minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
-def novel_file_sensor(context: SensorEvaluationContext, settings: PipelineSettings):
-    """Lists the input folder: registers new files as partitions and requests a run for each new or changed file;
-    partitions whose file was removed are deleted (and logged) so they never linger in exports."""
-    root = Path(settings.input_dir)
-    files = discover_novels(root)
-    present = {f.key for f in files}
-    known = set(context.instance.get_dynamic_partitions(PARTITIONS_NAME))
-    new_keys = [f.key for f in files if f.key not in known]
-    removed = sorted(known - present)
-    for key in removed:
-        context.log.warning(f"{key}: its file is gone from {root}; deleting the partition")
-    return SensorResult(
-        run_requests=[RunRequest(partition_key=f.key, run_key=_run_key(root, f)) for f in files],
-        dynamic_partitions_requests=[
-            *([novel_partitions.build_add_request(new_keys)] if new_keys else []),
-            *([novel_partitions.build_delete_request(removed)] if removed else []),
-        ],
-    )
 
 
 def selection_quotas(input_dir: str | Path, max_files: int | None, num_examples: int | None) -> dict[str, int]:

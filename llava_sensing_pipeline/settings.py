@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 from typing import Literal
 
 from dagster import ConfigurableResource
@@ -40,7 +41,7 @@ class PipelineSettings(ConfigurableResource):
     min_words: int = 120
     max_words: int = 300
     min_alignment: float = 0.3
-    # Export curation (export-only: not part of the per-file fingerprint)
+    # Export curation (export-only)
     split_ratios: list[float] = [0.8, 0.1, 0.1]
     near_duplicate_threshold: float = 0.8
 
@@ -52,30 +53,52 @@ class PipelineSettings(ConfigurableResource):
             return [float(part) for part in value.replace("/", ",").split(",") if part.strip()]
         return value
 
-    def fingerprint_fields(self, model: str | None = None, quota: int | None = None) -> dict:
-        """The settings that change a partition's per-file outputs (the export-only ones are left out).
-
-        In the LLM modes the model and the file's quota count too, since generation stops at the quota.
-        """
-        fields = {
-            "mode": self.mode,
-            "seed": self.seed,
-            "chunk_chars": self.chunk_chars,
-            "min_chunk_chars": self.min_chunk_chars,
-            "max_chunk_chars": self.max_chunk_chars,
-            "min_confidence": self.min_confidence,
-        }
-        if self.mode != "simple":
-            fields.update(model=model, quota=quota, llm_confidence_threshold=self.llm_confidence_threshold,
-                          analysis_margin=self.analysis_margin, generation_attempts=self.generation_attempts,
-                          min_words=self.min_words, max_words=self.max_words, min_alignment=self.min_alignment)
-        return fields
-
 
 def chunk_bounds(chunk_chars: int, min_chars: int | None = None, max_chars: int | None = None) -> tuple[int, int]:
     """Default min and max chunk sizes for a target: 40 % and 200 % of it."""
     return (min_chars if min_chars is not None else max(1, int(chunk_chars * 0.4)),
             max_chars if max_chars is not None else chunk_chars * 2)
+
+
+SETTINGS_FILE = "llava_sensing_settings.json"
+"""In ``$DAGSTER_HOME``: the variables of the CLI's last run, so ``dagster dev`` on that home runs the same graph."""
+
+
+def settings_env(settings: PipelineSettings) -> dict[str, str]:
+    """The ``LLAVA_SENSING_<FIELD>`` variables that give ``settings`` (``""`` for a field left at None)."""
+    env = {}
+    for name in PipelineSettings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, list):
+            value = ",".join(f"{v:g}" for v in value)
+        env[f"LLAVA_SENSING_{name.upper()}"] = "" if value is None else str(value)
+    return env
+
+
+def recorded_env(home: str | None = None) -> dict[str, str]:
+    """The variables the CLI recorded in ``$DAGSTER_HOME`` (empty when it has not run there)."""
+    home = home or os.environ.get("DAGSTER_HOME")
+    if not home:
+        return {}
+    try:
+        data = json.loads((Path(home) / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def record_env(env: dict[str, str], home: str) -> None:
+    """Writes ``env`` to ``$DAGSTER_HOME/llava_sensing_settings.json`` (atomically)."""
+    path = Path(home) / SETTINGS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(env, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def effective_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The process environment over what the CLI recorded in ``$DAGSTER_HOME``: what the definitions are built from."""
+    env = dict(os.environ if env is None else env)
+    return {**recorded_env(env.get("DAGSTER_HOME")), **env}
 
 
 def settings_from_env(env: dict[str, str] | None = None) -> PipelineSettings:

@@ -4,8 +4,8 @@ generated_examples → chunked_json_exports. Each asset is a thin wrapper around
 from .environment import environment_features
 from .export import chunked_json_exports
 from .generation import generated_examples
-from .novels import novel_files, text_chunks
-from .sensors import sensor_records
+from .novels import novel_files, novel_sources, text_chunks
+from .sensor_records import sensor_records
 from .style import style_labels
 
 PER_FILE_ASSETS = [novel_files, text_chunks, environment_features, sensor_records, style_labels, generated_examples]

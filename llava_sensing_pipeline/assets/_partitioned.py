@@ -39,9 +39,9 @@ from ..checks import MAX_LISTED, summary
 from ..io_managers import PartitionTables
 from ..ollama_resource import OllamaUnavailable
 from ..partitions import latest_materializations
+from ..planning import FAILED_PARTITIONS
 from ..text import NovelReadError
 
-FAILED_PARTITIONS_KEY = "failed_partitions"
 # Failures a step retry cannot fix: a file that cannot be read, an LLM server or model that is not there.
 PERMANENT_ERRORS = (NovelReadError, OllamaUnavailable)
 
@@ -72,9 +72,9 @@ def for_each_partition(
             context.log.error(f"{step} [{i}/{len(keys)}] {key}: {failures[key]}")
             continue
         results[key] = frame
-        add_partition_metadata(context, key, {**metadata, "rows": len(frame),
-                                              "wall_time_s": round(time.monotonic() - t0, 3),
-                                              "peak_rss_mib": peak_rss_mib()})
+        context.add_asset_metadata({**metadata, "rows": len(frame),
+                                    "wall_time_s": round(time.monotonic() - t0, 3),
+                                    "peak_rss_mib": peak_rss_mib()}, partition_key=key)
         if len(keys) > 1 and (i % 25 == 0 or i == len(keys)):
             elapsed = time.monotonic() - started
             eta = elapsed / i * (len(keys) - i)
@@ -83,7 +83,7 @@ def for_each_partition(
         raise Failure(
             description=f"{step} failed for {len(failures)} of {len(keys)} partition(s): "
             + "; ".join(f"{k}: {v}" for k, v in failures.items()),
-            metadata={FAILED_PARTITIONS_KEY: MetadataValue.json(failures)},
+            metadata={FAILED_PARTITIONS: MetadataValue.json(failures)},
             allow_retries=not permanent,
         )
     return PartitionTables(results) if len(keys) > 1 else results[keys[0]]
@@ -127,7 +127,7 @@ class CheckRun:
                 description=f"{len(failed)} of {len(self.results)} partition(s) failed check {spec.name} on "
                             f"{spec.asset_key.to_user_string()}; fix the data or the code and re-run them: "
                             + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:MAX_LISTED]),
-                metadata={FAILED_PARTITIONS_KEY: MetadataValue.json(failed)},
+                metadata={FAILED_PARTITIONS: MetadataValue.json(failed)},
                 allow_retries=False,
             )
 
@@ -138,23 +138,6 @@ def run_check(context: AssetExecutionContext, spec: AssetCheckSpec, output: pd.D
     is yielded (a multi-partition output is released once written); ``CheckRun.report`` reports it after."""
     frames = output if isinstance(output, Mapping) else {context.partition_key: output}
     return CheckRun(spec, counted, {key: (len(frames[key]), rule(key, frames[key])) for key in sorted(frames)})
-
-
-def add_partition_metadata(context: AssetExecutionContext, key: str, metadata: Mapping[str, Any]) -> None:
-    """``context.add_asset_metadata(metadata, partition_key=key)`` for a key of the run's own range.
-
-    The public call checks the key against the range by listing every dynamic partition from the instance, a
-    query of about 10 ms per call, once per partition and asset (13 s on a 223-file run). The keys given here come
-    from ``context.partition_keys``, so the check can be skipped: the metadata goes straight to the step's
-    accumulator, as the public call does after its check. Falls back to the public call if Dagster's internals
-    differ."""
-    step = getattr(getattr(context, "op_execution_context", None), "_step_execution_context", None)
-    accumulator = getattr(step, "_metadata_accumulator", None)
-    if accumulator is None or not hasattr(accumulator, "with_additional_asset_metadata"):
-        context.add_asset_metadata(metadata, partition_key=key)
-        return
-    step._metadata_accumulator = accumulator.with_additional_asset_metadata(
-        asset_key=context.asset_key, metadata=metadata, partition_key=key)
 
 
 def peak_rss_mib() -> float:

@@ -20,7 +20,6 @@ from ..ollama_resource import CallStats, LLMCallFailed, OllamaResource
 from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
-from ..versions import CODE_VERSIONS
 from ._partitioned import for_each_partition, json_column, progress_logger, run_check
 from .novels import LLM_POOL, PER_FILE
 
@@ -114,7 +113,7 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
     return frame, metadata
 
 
-@asset(**PER_FILE, code_version=CODE_VERSIONS["environment_features"], kinds={"pandas", "parquet"},
+@asset(**PER_FILE, kinds={"pandas", "parquet"},
        retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
        pool=LLM_POOL, check_specs=[LABELS_IN_VOCABULARY])
 def environment_features(

@@ -5,27 +5,42 @@ import json
 from collections import Counter
 
 import pandas as pd
-from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, asset
+from dagster import (
+    AllPartitionMapping,
+    AssetExecutionContext,
+    AssetIn,
+    AutomationCondition,
+    Failure,
+    MetadataValue,
+    asset,
+)
 
 from ..atomic import display_location
 from ..curation import Deduplicator, plan_splits
 from ..dataset_card import corpus_manifest, input_licence_note, write_dataset_card
 from ..export import order_examples, select_examples, write_export
 from ..generation import allocate_quotas
-from ..partitions import discover_novels, relative_path_for
+from ..partitions import discover_novels, registered_keys, relative_path_for
+from ..planning import EXPORTED_PARTITIONS, FAILED_PARTITIONS, failure_reasons, partition_states
 from ..settings import PipelineSettings
-from ..versions import CODE_VERSIONS
 
 NOT_MATERIALIZED = "not materialized: the partition failed or has not run yet (see the Dagster UI or `llava-sensing status`)"
 
 
-class ExportConfig(Config):
-    """Which partitions the export covers (default: the files now in the input folder, ``max_files`` per genre),
-    the reasons the CLI saw for partitions that failed, and the CLI's fingerprint of the export's inputs."""
+# Refresh once the examples changed, whoever materialized them (the CLI, a UI backfill, novel_file_sensor's runs,
+# the schedule), and not while any of them is still being materialized; a run that already wrote the export (the
+# CLI's) counts as handled. Evaluated by ``export_automation_sensor``.
+EXPORT_AUTOMATION = (
+    (AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated()).since_last_handled()
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+).with_label("examples updated, none in progress")
 
-    partition_keys: list[str] | None = None
-    failure_reasons: dict[str, str] = {}
-    fingerprint: str = ""  # set by the CLI: lets an unchanged re-run skip the export
+
+def _code_versions(context: AssetExecutionContext) -> dict[str, str]:
+    """Each asset's code version (its code and the settings of its stage), for the dataset card."""
+    graph = context.job_def.asset_layer.asset_graph
+    return {key.to_user_string(): graph.get(key).code_version or "" for key in sorted(graph.materializable_asset_keys)}
 
 
 def _distribution(records, path) -> dict[str, int]:
@@ -43,24 +58,26 @@ def _distribution(records, path) -> dict[str, int]:
                                        metadata={"allow_missing_partitions": True})},
     io_manager_key="parquet_io_manager",
     group_name="export",
-    code_version=CODE_VERSIONS["chunked_json_exports"],
     kinds={"json", "parquet"},
+    automation_condition=EXPORT_AUTOMATION,
 )
 def chunked_json_exports(
-    context: AssetExecutionContext, config: ExportConfig, settings: PipelineSettings, generated_examples
+    context: AssetExecutionContext, settings: PipelineSettings, generated_examples
 ) -> pd.DataFrame:
     """``<output>/<mode>_dataset.json``, ``chunks/novel_dataset_chunk_NNN.json``, ``chunks/chunks_index.json``,
     Parquet, ``splits/{train,validation,test}.json`` and the dataset card ``README.md`` with ``card/*.png``."""
-    keys = config.partition_keys
-    if keys is None:
-        keys = [f.key for f in discover_novels(settings.input_dir, settings.max_files)]
+    keys = [f.key for f in discover_novels(settings.input_dir, settings.max_files)]
+    registered = set(registered_keys(context.instance))
+    states = partition_states(context.instance, [k for k in keys if k in registered])
+    not_ready = sorted(k for k in keys if states.get(k, "missing") != "materialized" or k not in generated_examples)
+    reasons = failure_reasons(context.instance, not_ready)
+    generated_examples = generated_examples.without(not_ready)
     quotas = allocate_quotas(keys, settings.num_examples)
     source_paths = {k: relative_path_for(k).as_posix() for k in keys}
     dedup = Deduplicator(settings.near_duplicate_threshold, seed=settings.seed)
     records, reports = select_examples(generated_examples, quotas, source_paths, dedup)
-    failed = [{"partition_key": k, "source_path": source_paths[k],
-               "reason": config.failure_reasons.get(k, NOT_MATERIALIZED)}
-              for k in sorted(keys) if k not in generated_examples]
+    failed = [{"partition_key": k, "source_path": source_paths[k], "reason": reasons.get(k, NOT_MATERIALIZED)}
+              for k in not_ready]
     if not records:
         raise Failure(
             f"no examples to export from {len(keys)} file(s) ({len(failed)} failed or not materialized); nothing "
@@ -80,19 +97,20 @@ def chunked_json_exports(
         ordered, settings.output_dir, settings.mode, settings.export_chunk_size,
         index_extra={"seed": settings.seed, "requested_examples": sum(quotas.values()), "files": files,
                      "failed_files": failed, "deduplication": dedup_summary, "split_ratios": plan.ratios,
-                     "splits": plan.summary, "split_warnings": plan.warnings,
-                     **({"export_fingerprint": config.fingerprint} if config.fingerprint else {})},
+                     "splits": plan.summary, "split_warnings": plan.warnings},
         splits=plan.split_records(ordered),
     )
     index = json.loads(result.index_path.read_text(encoding="utf-8"))
     card = write_dataset_card(settings.output_dir, ordered, index,
                               corpus_manifest(settings.input_dir, [r.source_path for r in reports]),
-                              CODE_VERSIONS, input_licence_note(settings.input_dir))
+                              _code_versions(context), input_licence_note(settings.input_dir))
     for f in failed:
         context.log.warning(f"not exported: {f['source_path']} ({f['reason']})")
     for warning in plan.warnings:
         context.log.warning(f"splits: {warning}")
     context.add_output_metadata({
+        EXPORTED_PARTITIONS: MetadataValue.json(sorted(keys)),
+        FAILED_PARTITIONS: MetadataValue.json(not_ready),
         "examples": len(ordered),
         "requested": sum(quotas.values()),
         "files_exported": len(reports),

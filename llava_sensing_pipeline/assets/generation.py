@@ -29,11 +29,10 @@ from ..ollama_resource import CallStats, LLMCallFailed, OllamaResource
 from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
-from ..versions import CODE_VERSIONS, partition_fingerprint
 from ._partitioned import for_each_partition, pick, progress_logger, run_check
 from .environment import analysis_record, check_failure_share
 from .novels import LLM_POOL, PER_FILE
-from .sensors import sensor_record_from_row
+from .sensor_records import sensor_record_from_row
 
 EXAMPLE_COLUMNS = ["id", "chunk_index", "selection_rank", "target_chars", "record_json"]
 GENERATION_NUM_PREDICT = 512
@@ -156,7 +155,7 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
     return _frame(rows), metadata
 
 
-@asset(**PER_FILE, code_version=CODE_VERSIONS["generated_examples"], kinds={"pandas", "parquet"},
+@asset(**PER_FILE, kinds={"pandas", "parquet"},
        retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
        pool=LLM_POOL, check_specs=[TEXT_FITS_MODE])
 def generated_examples(
@@ -175,9 +174,7 @@ def generated_examples(
         else:
             frame, metadata = extractive_examples(table, key, settings, quota)
         accepted = min(len(frame), quota)
-        fields = settings.fingerprint_fields(ollama.model, quota)
         return frame, {
-            "fingerprint": partition_fingerprint(table["sha256"].iloc[0], fields) if len(table) else "",
             "chunks": len(table), "candidates": len(frame), "quota": quota, "accepted": accepted,
             "shortfall": max(0, quota - accepted), **metadata,
         }

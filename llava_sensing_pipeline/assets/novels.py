@@ -4,21 +4,31 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetExecutionContext, Output, asset
+from dagster import AssetExecutionContext, AssetSpec, BackfillPolicy, Output, asset
 
 from ..checks import CHUNKS_ARE_CLEAN, chunk_problems
 from ..partitions import genre_of, novel_partitions, relative_path_for
 from ..settings import PipelineSettings
 from ..text import chunk_text, read_novel
-from ..versions import CODE_VERSIONS
 from ._partitioned import for_each_partition, run_check
 
 # Dagster concurrency pool of the LLM-bound steps (see README, "Scaling out": its limit is 1).
 LLM_POOL = "ollama"
-PER_FILE = dict(partitions_def=novel_partitions, io_manager_key="parquet_io_manager", group_name="per_file")
+# Runs over many partitions (CLI and UI backfills alike) cover ranges of at most this many files: one step per asset
+# for the range; the IO manager reads and writes one table per partition.
+PARTITIONS_PER_RUN = 50
+PER_FILE = dict(partitions_def=novel_partitions, io_manager_key="parquet_io_manager", group_name="per_file",
+                backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=PARTITIONS_PER_RUN))
+
+novel_sources = AssetSpec(
+    "novel_sources", partitions_def=novel_partitions, group_name="per_file",
+    description="The novel files themselves (external): each partition's data version is its file's sha256, "
+                "recorded by novel_file_sensor and the CLI when the bytes change. A changed file makes novel_files "
+                "stale.",
+)
 
 
-@asset(**PER_FILE, code_version=CODE_VERSIONS["novel_files"], kinds={"pandas", "parquet"})
+@asset(**PER_FILE, deps=[novel_sources], kinds={"pandas", "parquet"})
 def novel_files(context: AssetExecutionContext, settings: PipelineSettings):
     """One row per novel: decoded body between the START and END markers, header metadata, encoding, sha256."""
 
@@ -49,7 +59,7 @@ def novel_files(context: AssetExecutionContext, settings: PipelineSettings):
 FILE_COLUMNS = ["partition_key", "relative_path", "genre", "novel_metadata", "sha256"]
 
 
-@asset(**PER_FILE, code_version=CODE_VERSIONS["text_chunks"], kinds={"pandas", "parquet"},
+@asset(**PER_FILE, kinds={"pandas", "parquet"},
        check_specs=[CHUNKS_ARE_CLEAN])
 def text_chunks(context: AssetExecutionContext, settings: PipelineSettings, novel_files):
     """Paragraph-aware chunks near ``chunk_chars`` (never above ``max_chunk_chars``) with their source offsets."""

@@ -5,14 +5,13 @@ from dagster import AssetExecutionContext, asset
 
 from ..partitions import genre_of
 from ..style import folder_style, style_for
-from ..versions import CODE_VERSIONS
 from ._partitioned import for_each_partition, pick
 from .novels import PER_FILE
 
 INFERENCE_SAMPLE_CHARS = 200_000
 
 
-@asset(**PER_FILE, code_version=CODE_VERSIONS["style_labels"], kinds={"pandas", "parquet"})
+@asset(**PER_FILE, kinds={"pandas", "parquet"})
 def style_labels(context: AssetExecutionContext, sensor_records, text_chunks):
     """``modernist_novel`` / ``travel_novel`` from the folder; files outside both genres get a text-based label.
     One row per sensor record (chunk), keyed by ``chunk_index``."""

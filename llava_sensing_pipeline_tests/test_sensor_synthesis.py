@@ -5,7 +5,7 @@ import pytest
 
 from llava_sensing_pipeline.environment import ENV_FIELDS, VOCABULARY
 from llava_sensing_pipeline.seeding import derive_seed
-from llava_sensing_pipeline.sensors import (
+from llava_sensing_pipeline.sensor_synthesis import (
     COMPASS_POINTS,
     IMU_FIELDS,
     ONSHORE_WIND_INDICES,
@@ -180,7 +180,7 @@ def test_prompt_words_carry_the_cue_of_their_label():
     """The quality filter expects a paragraph to express each band's label; the words the prompt gives for the
     band must contain a cue word of that label, or a faithful paragraph is rejected."""
     from llava_sensing_pipeline.environment import label_hits
-    from llava_sensing_pipeline.sensors import HUMIDITY_FEEL, MOVEMENT_PHRASES, TEMPERATURE_FEEL
+    from llava_sensing_pipeline.sensor_synthesis import HUMIDITY_FEEL, MOVEMENT_PHRASES, TEMPERATURE_FEEL
 
     for field, bands in (("temperature_hint", TEMPERATURE_FEEL), ("humidity_hint", HUMIDITY_FEEL)):
         for _upper, words, label in bands:
@@ -194,7 +194,7 @@ def test_file_columns_equal_single_records_and_do_not_depend_on_other_chunks():
     import numpy as np
 
     from llava_sensing_pipeline.seeding import chunk_streams, uniforms
-    from llava_sensing_pipeline.sensors import sensor_record, synthesize_sensor_columns
+    from llava_sensing_pipeline.sensor_synthesis import sensor_record, synthesize_sensor_columns
 
     rows = [features(temperature_hint=t, weather=w, location=loc, movement=m)
             for t, w, loc, m in itertools.product(("cold", "hot", "unknown"), ("snow", "clear"),

@@ -6,9 +6,8 @@ from dagster import AssetExecutionContext, Output, asset
 from ..checks import VALUES_IN_DOCUMENTED_RANGES, sensor_problems
 from ..environment import ENV_FIELDS
 from ..seeding import chunk_streams, derive_seed
-from ..sensors import SENSOR_COLUMNS, sensor_record, synthesize_sensor_columns
+from ..sensor_synthesis import SENSOR_COLUMNS, sensor_record, synthesize_sensor_columns
 from ..settings import PipelineSettings
-from ..versions import CODE_VERSIONS
 from ._partitioned import for_each_partition, run_check
 from .novels import PER_FILE
 
@@ -27,7 +26,7 @@ def sensor_record_from_row(row) -> dict:
     return sensor_record({name: (getattr(row, name),) for name in SENSOR_COLUMNS}, 0)
 
 
-@asset(**PER_FILE, code_version=CODE_VERSIONS["sensor_records"], kinds={"pandas", "parquet"},
+@asset(**PER_FILE, kinds={"pandas", "parquet"},
        check_specs=[VALUES_IN_DOCUMENTED_RANGES])
 def sensor_records(context: AssetExecutionContext, settings: PipelineSettings, environment_features):
     """Temperature, humidity, 16-point wind, 6-axis IMU and context per chunk; seeded by (seed, file, chunk)."""

@@ -1,0 +1,254 @@
+"""What is up to date, as Dagster sees it: the one notion every entry point uses (the CLI, ``novel_file_sensor``, the
+refresh schedule, ``llava-sensing status``).
+
+- **The files.** Each novel file is a partition of the external asset ``novel_sources``, whose data version is the
+  file's sha256. :func:`sync_sources` registers new files as partitions and records an observation for each file
+  whose bytes changed since the last one (nothing for an unchanged file, so a no-change run writes no event).
+- **Up to date** means Dagster's stale status is FRESH for every per-file asset of the partition: materialized, no
+  new code version (a code version covers the code *and* the settings of its stage, see
+  :mod:`~llava_sensing_pipeline.versions`), no new data version upstream (a changed file, an upstream asset
+  re-materialized with other output). :func:`out_of_date` reports the first asset of the chain that is missing or
+  stale, with Dagster's cause: the same words the UI shows.
+- **The export** is up to date when it was materialized with the current code version, after the last
+  materialization of every ``generated_examples`` partition it covers, over the same files
+  (:func:`export_out_of_date`); its automation condition asks the same of the daemon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster import (
+    AssetKey,
+    AssetObservation,
+    AssetPartitionStatus,
+    DagsterEventType,
+    DagsterInstance,
+    RunsFilter,
+)
+from dagster._core.definitions.data_version import (  # the resolver behind the UI's "Stale" badges
+    DATA_VERSION_TAG,
+    CachingStaleStatusResolver,
+    StaleStatus,
+)
+from dagster._core.loader import LoadingContext
+
+from .partitions import PARTITIONS_NAME, NovelFile, registered_keys
+
+SOURCE_KEY = AssetKey("novel_sources")
+PER_FILE_KEYS = [AssetKey(name) for name in (
+    "novel_files", "text_chunks", "environment_features", "sensor_records", "style_labels", "generated_examples")]
+EXPORT_KEY = AssetKey("chunked_json_exports")
+EXPORTED_PARTITIONS = "partitions"  # the export's metadata: the partition keys it covered
+FAILED_PARTITIONS = "failed_partitions"  # a failed step's, and the export's, metadata: partition -> reason / keys
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def recorded_source_versions(instance: DagsterInstance, keys: Sequence[str]) -> dict[str, str]:
+    """Partition -> the data version of its latest ``novel_sources`` observation."""
+    ids = instance.get_latest_storage_id_by_partition(SOURCE_KEY, DagsterEventType.ASSET_OBSERVATION)
+    wanted = {ids[k]: k for k in keys if k in ids}
+    if not wanted:
+        return {}
+    from dagster import AssetRecordsFilter
+
+    records = instance.fetch_observations(AssetRecordsFilter(asset_key=SOURCE_KEY, storage_ids=list(wanted)),
+                                          limit=len(wanted)).records
+    return {r.partition_key: (r.event_log_entry.tags or {}).get(DATA_VERSION_TAG, "") for r in records}
+
+
+@dataclass
+class SourceSync:
+    added: list[str]
+    changed: list[str]
+    unreadable: dict[str, str]
+
+
+def sync_sources(instance: DagsterInstance, root: str | Path, files: Sequence[NovelFile]) -> SourceSync:
+    """Registers new files as partitions and records the sha256 of each file whose bytes changed as the data version
+    of its ``novel_sources`` partition. Never deletes a partition (see :func:`prune_partitions`)."""
+    root = Path(root)
+    known = set(registered_keys(instance))
+    added = [f.key for f in files if f.key not in known]
+    if added:
+        instance.add_dynamic_partitions(PARTITIONS_NAME, added)
+    recorded = recorded_source_versions(instance, [f.key for f in files])
+    changed, unreadable = [], {}
+    for f in files:
+        try:
+            digest = file_sha256(root / f.relative_path)
+        except OSError as exc:
+            unreadable[f.key] = f"{type(exc).__name__}: {exc}"
+            continue
+        if recorded.get(f.key) != digest:
+            instance.report_runless_asset_event(AssetObservation(
+                asset_key=SOURCE_KEY, partition=f.key, tags={DATA_VERSION_TAG: digest},
+                metadata={"path": f.relative_path, "sha256": digest}))
+            changed.append(f.key)
+    return SourceSync(added, changed, unreadable)
+
+
+def prune_partitions(instance: DagsterInstance, present: set[str], keys: Sequence[str] | None = None) -> list[str]:
+    """Deletes the partitions (among ``keys``, default all) whose file is not in ``present``; returns them."""
+    gone = sorted(k for k in (keys if keys is not None else registered_keys(instance)) if k not in present)
+    for key in gone:
+        instance.delete_dynamic_partition(PARTITIONS_NAME, key)
+    return gone
+
+
+class _Loading(LoadingContext):
+    def __init__(self, instance: DagsterInstance):
+        self._instance = instance
+        self._loaders = {}
+
+    @property
+    def instance(self) -> DagsterInstance:
+        return self._instance
+
+    @property
+    def loaders(self):
+        return self._loaders
+
+
+def stale_resolver(instance: DagsterInstance, asset_graph) -> CachingStaleStatusResolver:
+    return CachingStaleStatusResolver(instance, asset_graph, _Loading(instance))
+
+
+def _cause_text(cause) -> str:
+    if cause.dependency is None:
+        return cause.reason
+    return f"{cause.reason} ({cause.dependency.asset_key.to_user_string()})"
+
+
+class OutOfDate(str):
+    """Why a partition must be materialized again (Dagster's words); ``first`` is the position in
+    :data:`PER_FILE_KEYS` of the first asset that is missing or stale (the ones before it are up to date)."""
+
+    first: int
+
+    def __new__(cls, text: str, first: int) -> "OutOfDate":
+        value = super().__new__(cls, text)
+        value.first = first
+        return value
+
+
+def out_of_date(instance: DagsterInstance, asset_graph, keys: Sequence[str]) -> dict[str, OutOfDate]:
+    """Partition -> why it must be materialized again, for the ``keys`` whose per-file assets are not all fresh:
+    the first asset of the chain that is missing or stale, with Dagster's stale cause."""
+    resolver = stale_resolver(instance, asset_graph)
+    reasons = {}
+    for key in keys:
+        for i, asset in enumerate(PER_FILE_KEYS):
+            status = resolver.get_status(asset, key)
+            if status == StaleStatus.MISSING:
+                reasons[key] = OutOfDate(f"{asset.to_user_string()} missing", i)
+                break
+            if status == StaleStatus.STALE:
+                causes = resolver.get_stale_causes(asset, key)
+                why = "; ".join(sorted({_cause_text(c) for c in causes})) or "stale"
+                reasons[key] = OutOfDate(f"{asset.to_user_string()} {why}", i)
+                break
+    return reasons
+
+
+def partition_states(instance: DagsterInstance, keys: Sequence[str]) -> dict[str, str]:
+    """Each partition's last state over the per-file assets (what the UI's partition bar shows): in_progress, then
+    failed, then missing, then materialized, the worst one wins."""
+    from .partitions import novel_partitions
+
+    severity = {"materialized": 0, "missing": 1, "failed": 2, "in_progress": 3}
+    names = {AssetPartitionStatus.MATERIALIZED: "materialized", AssetPartitionStatus.FAILED: "failed",
+             AssetPartitionStatus.IN_PROGRESS: "in_progress", None: "missing"}
+    per_asset = [instance.get_status_by_partition(a, list(keys), novel_partitions) or {} for a in PER_FILE_KEYS]
+    return {key: max((names[s.get(key)] for s in per_asset), key=severity.__getitem__) for key in keys}
+
+
+def contiguous_ranges(order: Sequence[str], targets: set[str], max_len: int) -> list[list[str]]:
+    """``targets`` cut into runs of keys that are adjacent in ``order`` (the partition order Dagster uses for a
+    range), each at most ``max_len`` long."""
+    ranges: list[list[str]] = []
+    current: list[str] = []
+    for key in order:
+        if key in targets and len(current) < max_len:
+            current.append(key)
+            continue
+        if current:
+            ranges.append(current)
+        current = [key] if key in targets else []
+    if current:
+        ranges.append(current)
+    return ranges
+
+
+def failure_reasons(instance: DagsterInstance, keys: Sequence[str]) -> dict[str, str]:
+    """Partition -> the error of its latest failed run (one run per partition, as failed partitions are re-run
+    alone), for the ``keys`` that have one."""
+    reasons = {}
+    for key in keys:
+        runs = instance.get_run_records(RunsFilter(tags={"dagster/partition": key}), limit=1)
+        if not runs or not runs[0].dagster_run.is_failure:
+            continue
+        reasons[key] = run_failure_message(instance, runs[0].dagster_run.run_id)
+    return reasons
+
+
+def failed_partitions(instance: DagsterInstance, run_id: str) -> dict[str, str] | None:
+    """Partition -> reason, from the metadata of the run's failed step (a step over several partitions names the
+    ones that raised); None when the failure named no partition."""
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+        data = record.dagster_event.step_failure_data
+        meta = data.user_failure_data.metadata if data and data.user_failure_data else {}
+        if FAILED_PARTITIONS in meta:
+            return dict(meta[FAILED_PARTITIONS].value)
+        return None
+    return None
+
+
+def run_failure_message(instance: DagsterInstance, run_id: str) -> str:
+    """The user's exception of a run's first failed step (not Dagster's wrapper), one line."""
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+        data = record.dagster_event.step_failure_data
+        err = data.error if data else None
+        if data and data.user_failure_data and data.user_failure_data.description:
+            return data.user_failure_data.description.strip()
+        while err is not None and err.cause is not None:
+            err = err.cause
+        return err.message.strip() if err else "step failed"
+    return "run failed"
+
+
+def export_out_of_date(instance: DagsterInstance, asset_graph, keys: Sequence[str],
+                       failed: Sequence[str] = ()) -> str | None:
+    """Why the export must be written again, or None when it is up to date for ``keys`` of which ``failed`` have no
+    usable examples."""
+    records = instance.fetch_materializations(EXPORT_KEY, limit=1).records
+    if not records:
+        return "chunked_json_exports missing"
+    record = records[0]
+    resolver = stale_resolver(instance, asset_graph)
+    code = [c for c in resolver.get_stale_causes(EXPORT_KEY) if c.category.value == "CODE"]
+    if code:
+        return "chunked_json_exports has a new code version (code or export settings changed)"
+    meta = record.asset_materialization.metadata
+    covered = meta.get(EXPORTED_PARTITIONS)
+    if covered is None or sorted(covered.value) != sorted(keys):
+        return "chunked_json_exports covers other files"
+    was_failed = meta.get(FAILED_PARTITIONS)
+    if was_failed is None or sorted(was_failed.value) != sorted(failed):
+        return "chunked_json_exports lists other failed files"
+    latest = instance.get_latest_storage_id_by_partition(AssetKey("generated_examples"),
+                                                         DagsterEventType.ASSET_MATERIALIZATION)
+    newer = [k for k in keys if latest.get(k, -1) > record.storage_id]
+    if newer:
+        return f"chunked_json_exports has {len(newer)} newer generated_examples partition(s)"
+    return None
