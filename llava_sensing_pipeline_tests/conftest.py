@@ -1,6 +1,6 @@
 """Shared pytest fixtures.
 
-Ollama test servers (see ``llava_sensing_pipeline.devtools.ollama_test_server``):
+Ollama test servers (see ``llava_sensing_pipeline_tests.support.ollama_test_server``):
 
 - ``test_model_path`` (session): the verified SmolLM2-135M GGUF, downloaded once if needed.
 - ``ollama_server`` (session): one real-model server (parallel 2) on a free loopback port.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from llava_sensing_pipeline.devtools.ollama_test_server import OllamaTestServer
-from llava_sensing_pipeline.devtools.test_model import ensure_test_model
+from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer
+from llava_sensing_pipeline_tests.support.model_fetch import ensure_test_model
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from llava_sensing_pipeline.cli import main
-from llava_sensing_pipeline.devtools.ollama_test_server import RequestError
+from llava_sensing_pipeline_tests.support.ollama_test_server import RequestError
 from llava_sensing_pipeline.environment import ENV_FIELDS, analyze_rules
 from llava_sensing_pipeline.generation import check_quality
 

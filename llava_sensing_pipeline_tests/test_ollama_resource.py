@@ -127,7 +127,7 @@ def test_pool_survives_a_host_stopping_mid_run_and_returns_to_it(tmp_path):
     the dead host, and uses it again once it is back."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from llava_sensing_pipeline.devtools.ollama_test_server import OllamaTestServer
+    from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer
 
     a = OllamaTestServer(backend="scripted", latency=0.05).start()
     b = OllamaTestServer(backend="scripted", latency=0.05).start()
