@@ -78,7 +78,7 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
         try:
             reply = ollama.chat(analysis_messages(texts[pos]), options=options, fmt=ANALYSIS_SCHEMA)
         except LLMCallFailed as exc:
-            stats.record_failure(ollama.max_retries + 1)
+            stats.record_failure(exc.attempts)
             return Outcome(False, error=str(exc))
         stats.record(reply)
         result = interpret_analysis(reply.text, features_at(rules, pos))

@@ -124,7 +124,7 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
             try:
                 reply = ollama.chat(messages, options=options)
             except LLMCallFailed as exc:
-                stats.record_failure(ollama.max_retries + 1)
+                stats.record_failure(exc.attempts)
                 return Outcome(False, error=str(exc))
             stats.record(reply)
             quality = check_quality(reply.text, sensor, min_words=settings.min_words, max_words=settings.max_words,
