@@ -53,6 +53,8 @@ FORBIDDEN_IN_CHUNKS: dict[str, tuple[str, re.Pattern[str]]] = {
     "[Illustration] tag": ("illustration", re.compile(r"\[\s*Illustration", re.IGNORECASE)),
 }
 _DIGIT = re.compile(r"\d")
+# Control characters (C0, DEL, C1) other than the line feeds that join a chunk's paragraphs: cleaning removes them.
+_CONTROL_IN_CHUNK = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 _IMU_RANGES = [SENSOR_RANGES[name] for name in IMU_FIELDS]
 
 
@@ -60,17 +62,23 @@ _IMU_RANGES = [SENSOR_RANGES[name] for name in IMU_FIELDS]
 
 
 def chunk_problems(chunks: pd.DataFrame, max_chars: int) -> list[str]:
-    """Chunks that hold Gutenberg markers, licence or credit text, illustration tags, or are empty or too long."""
+    """Chunks that hold Gutenberg markers, licence or credit text, illustration tags or control characters, or are
+    empty or too long."""
     problems = []
     texts = chunks["text"].tolist()
     everything = "\n".join(texts).lower()
     if not any(literal in everything for literal, _ in FORBIDDEN_IN_CHUNKS.values()) \
-            and all(len(t) <= max_chars and t.strip() for t in texts):
+            and all(len(t) <= max_chars and t.strip() for t in texts) and not _CONTROL_IN_CHUNK.search(everything):
         return problems  # the usual case, found in one pass over the file's text
     for index, text in zip(chunks["chunk_index"], texts):
         low = text.lower()
         found = [name for name, (literal, pattern) in FORBIDDEN_IN_CHUNKS.items()
                  if literal in low and pattern.search(text)]
+        controls = _CONTROL_IN_CHUNK.findall(text)
+        if controls:
+            first = f"U+{ord(controls[0]):04X}"
+            found.append(f"control character {first}" if len(controls) == 1
+                         else f"{len(controls)} control characters, first {first}")
         if not text.strip():
             found.append("empty")
         if len(text) > max_chars:
@@ -272,8 +280,8 @@ with warnings.catch_warnings():  # partitioned checks are a preview feature in d
     warnings.simplefilter("ignore", PreviewWarning)
     CHUNKS_ARE_CLEAN = AssetCheckSpec(
         "chunks_are_clean", asset="text_chunks", blocking=True, partitions_def=novel_partitions,
-        description="No START/END markers, licence text, 'Project Gutenberg', 'Produced by' credits or [Illustration] "
-                    "tags in any chunk, and no chunk longer than max_chunk_chars.")
+        description="No START/END markers, licence text, 'Project Gutenberg', 'Produced by' credits, [Illustration] "
+                    "tags or control characters in any chunk, and no chunk longer than max_chunk_chars.")
     LABELS_IN_VOCABULARY = AssetCheckSpec(
         "labels_in_vocabulary", asset="environment_features", blocking=True, partitions_def=novel_partitions,
         description="Every environment label is in its field's vocabulary.")

@@ -60,6 +60,14 @@ def test_chunk_problems_find_boilerplate_tags_and_long_chunks():
     assert "chunk 6: START/END marker" in problems
 
 
+def test_chunk_problems_find_control_characters():
+    bad = chunks("A clean first passage.", "\x93The room faced north,\x94 she said.", "Tab\tand bell\x07.",
+                 "Two paragraphs.\n\nNothing wrong here.")
+    assert chunk_problems(bad, max_chars=200) == ["chunk 1: 2 control characters, first U+0093",
+                                                  "chunk 2: 2 control characters, first U+0009"]
+    assert chunk_problems(chunks("Bell\x07."), max_chars=200) == ["chunk 0: control character U+0007"]
+
+
 def test_label_problems_name_the_field_and_value():
     frame = pd.DataFrame({"chunk_index": [0, 1], "temperature_hint": ["cold", "freezing"], "humidity_hint": ["dry"] * 2,
                           "weather": ["rain", "unknown"], "time_of_day": ["night", "noon"],

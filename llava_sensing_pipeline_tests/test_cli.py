@@ -175,3 +175,32 @@ def test_a_file_outside_both_genres_gets_an_inferred_style(workspace):
     others = [e for e in data if e["source_info"]["source_path"] != "Essays/E001_Notes.txt"]
     assert essays and {e["metadata"]["style_source"] for e in essays} == {"inferred"}
     assert {e["metadata"]["style_source"] for e in others} == {"genre_folder"}
+
+
+def test_a_windows_1252_novel_keeps_its_quotes_and_records_its_encoding(tmp_path, monkeypatch, capsys):
+    """The issue's case: curly quotes in Windows-1252 were read as Latin-1 control characters."""
+    import re
+
+    from dagster import AssetKey, DagsterInstance
+
+    from llava_sensing_pipeline.partitions import latest_materializations
+
+    text = (REPO / "Novel" / "Modernist_Novel" / "A902_A_Room_Facing_North.txt").read_text(encoding="utf-8-sig")
+    assert "The room faced north, and so it never had the sun." in text
+    text = text.replace("The room faced north, and so it never had the sun.",
+                        "\u201cThe room faced north,\u201d she said, \u2018and so\u2019 it never had the sun.")
+    corpus = tmp_path / "Novel" / "Modernist_Novel"
+    corpus.mkdir(parents=True)
+    (corpus / "A902_A_Room_Facing_North.txt").write_bytes(text.encode("cp1252"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "storage"))
+    monkeypatch.chdir(tmp_path)
+    assert generate(tmp_path, "--num-examples", "50", "--min-confidence", "0") == 0
+    data = json.loads((tmp_path / "out" / "simple_dataset.json").read_text(encoding="utf-8"))
+    targets = [e["target_paragraph"] for e in data]
+    assert not [t for t in targets if re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", t)]
+    assert any("\u201cThe room faced north,\u201d she said, \u2018and so\u2019 it never" in t for t in targets)
+    with DagsterInstance.get() as instance:
+        key = "Modernist_Novel/A902_A_Room_Facing_North"
+        [record] = latest_materializations(instance, AssetKey("novel_files"), [key]).values()
+    assert record.asset_materialization.metadata["encoding"].value == "cp1252"
