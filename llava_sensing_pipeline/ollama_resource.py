@@ -35,6 +35,10 @@ class OllamaUnavailable(RuntimeError):
     """The server cannot be used: the message says what to run."""
 
 
+class ModelNotAvailable(OllamaUnavailable):
+    """The server answers but does not have the model (a wrong ``--model``, or one not pulled yet)."""
+
+
 class LLMCallFailed(RuntimeError):
     """A call still failed after its retries (or at once, for an error that is not retried).
 
@@ -283,7 +287,7 @@ class OllamaResource(ConfigurableResource):
             if m.model in wanted:
                 return m.digest or ""
         available = ", ".join(sorted(m.model for m in models if m.model)) or "none"
-        raise OllamaUnavailable(
+        raise ModelNotAvailable(
             f"model {self.model!r} is not available on {url} (it has: {available}). "
             f"Run `ollama pull {self.model}` there, or choose one with --model."
         )
@@ -304,7 +308,8 @@ class OllamaResource(ConfigurableResource):
         if not digests:
             if len(errors) == 1:
                 raise errors[0]
-            raise OllamaUnavailable("no Ollama host is ready:\n  " + "\n  ".join(str(e) for e in errors))
+            kind = ModelNotAvailable if all(isinstance(e, ModelNotAvailable) for e in errors) else OllamaUnavailable
+            raise kind("no Ollama host is ready:\n  " + "\n  ".join(str(e) for e in errors))
         digest = digests.get(self.hosts[0]) if self.hosts[0] in digests else next(iter(digests.values()))
         pool = self.pool
         for url in self.hosts:
@@ -352,7 +357,7 @@ class OllamaResource(ConfigurableResource):
                 except ollama.ResponseError as exc:
                     self.pool.release(host, seconds=time.monotonic() - started, failed=True)
                     if exc.status_code == 404:
-                        raise OllamaUnavailable(f"model {self.model!r} is not available on {host.url}: run "
+                        raise ModelNotAvailable(f"model {self.model!r} is not available on {host.url}: run "
                                                 f"`ollama pull {self.model}` there.") from None
                     if exc.status_code not in RETRYABLE_STATUS:
                         raise LLMCallFailed(f"{host.url} answered {exc.status_code}: {exc.error}",

@@ -129,11 +129,6 @@ def test_llm_mode_with_server_down_fails_fast_and_writes_nothing(workspace, caps
     assert not (workspace / "out").exists()
 
 
-def test_missing_input_dir_is_a_clear_error(workspace, capsys):
-    assert main(["generate", "--input-dir", str(workspace / "nope")]) == 2
-    assert "--input-dir" in capsys.readouterr().err
-
-
 def test_status_and_backfill_failed_only(workspace, capsys):
     (workspace / "Novel" / "Travel_Novel" / "B997_Blank.txt").write_text("   \n\n  ")
     assert generate(workspace, "--num-examples", "12") == 1
@@ -204,3 +199,64 @@ def test_a_windows_1252_novel_keeps_its_quotes_and_records_its_encoding(tmp_path
         key = "Modernist_Novel/A902_A_Room_Facing_North"
         [record] = latest_materializations(instance, AssetKey("novel_files"), [key]).values()
     assert record.asset_materialization.metadata["encoding"].value == "cp1252"
+
+
+BAD_FLAGS = [
+    (["--num-examples", "-5"], "--num-examples: must be at least 1, got -5"),
+    (["--num-examples", "0"], "--num-examples: must be at least 1, got 0"),
+    (["--max-files", "0"], "--max-files: must be at least 1, got 0"),
+    (["--chunk-size", "0"], "--chunk-size: must be at least 1, got 0"),
+    (["--chunk-chars", "-3"], "--chunk-chars: must be at least 1, got -3"),
+    (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["--parallel", "0"], "--parallel: must be at least 1, got 0"),
+    (["--min-confidence", "1.5"], "--min-confidence: must be between 0 and 1, got 1.5"),
+    (["--min-confidence", "-0.1"], "--min-confidence: must be between 0 and 1, got -0.1"),
+    (["--min-confidence", "nan"], "--min-confidence: must be between 0 and 1, got nan"),
+    (["--confidence-threshold", "2"], "--confidence-threshold: must be between 0 and 1, got 2.0"),
+    (["--min-alignment", "-1"], "--min-alignment: must be between 0 and 1, got -1.0"),
+    (["--near-duplicate-threshold", "0"], "--near-duplicate-threshold: must be above 0 and at most 1, got 0.0"),
+    (["--near-duplicate-threshold", "1.1"], "--near-duplicate-threshold: must be above 0 and at most 1, got 1.1"),
+    (["--split-ratios", "80,10"], "--split-ratios: need three numbers"),
+    (["--split-ratios", "80,-10,30"], "--split-ratios: need three numbers"),
+    (["--split-ratios", "0,10,10"], "--split-ratios: need three numbers"),
+    (["--split-ratios", "a,b,c"], "--split-ratios: need three numbers"),
+    (["--seed", "-1"], "--seed: must be 0 or more, got -1"),
+    (["--min-words", "300", "--max-words", "120"], "--min-words (300) must not exceed --max-words (120)"),
+    (["--ollama-timeout", "0"], "--ollama-timeout: must be a number of seconds above 0, got 0.0"),
+    (["--max-retries", "-1"], "--max-retries: must be 0 or more, got -1"),
+    (["--min-chunk-chars", "900"], "need --min-chunk-chars (900) <= --chunk-chars (500) <= --max-chunk-chars (1000)"),
+]
+
+
+@pytest.mark.parametrize(("flags", "message"), BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
+def test_invalid_flags_exit_2_with_a_clear_message(workspace, capsys, flags, message):
+    assert generate(workspace, *flags) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: {message}"), captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert not (workspace / "out").exists() and not (workspace / "home").exists()
+
+
+def test_unparseable_numbers_exit_2(workspace, capsys):
+    assert generate(workspace, "--num-examples", "many") == 2
+    assert "argument --num-examples: invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_input_dir_must_be_an_existing_folder(workspace, capsys):
+    assert main(["generate", "--input-dir", str(workspace / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --input-dir {workspace / 'nope'}: no such folder;") and "Modernist_Novel/" in err
+    novel = next((workspace / "Novel").rglob("*.txt"))
+    assert main(["generate", "--input-dir", str(novel)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --input-dir {novel}: is a file, not a folder;")
+    assert main(["backfill", "--input-dir", str(novel)]) == 2
+
+
+def test_a_model_the_server_does_not_have_exits_2(workspace, scripted_ollama, capsys):
+    code = generate(workspace, "--mode", "hybrid", "--ollama-host", scripted_ollama.url, "--model", "nosuch:7b",
+                    "--num-examples", "4")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --model nosuch:7b: model 'nosuch:7b' is not available on")
+    assert "smollm2:135m" in err and "ollama pull nosuch:7b" in err
+    assert not (workspace / "out").exists()
