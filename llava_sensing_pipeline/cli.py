@@ -224,6 +224,8 @@ def print_summary(report, settings) -> int:
               f"(from {chunks} candidate chunks); {index['total_chunks']} chunk file(s) of {index['chunk_size']}")
         for f in short:
             print(f"  shortfall: {f['source_path']}: {f['exported']} of {f['quota']} ({f['shortfall_reason']})")
+        for warning in index.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"dataset: {out / (settings.mode + '_dataset.json')}\n"
               f"chunks:  {out / 'chunks'}/novel_dataset_chunk_NNN.json\nindex:   {out / 'chunks' / INDEX_NAME}")
     else:

@@ -260,3 +260,27 @@ def test_a_model_the_server_does_not_have_exits_2(workspace, scripted_ollama, ca
     assert err.startswith("error: --model nosuch:7b: model 'nosuch:7b' is not available on")
     assert "smollm2:135m" in err and "ollama pull nosuch:7b" in err
     assert not (workspace / "out").exists()
+
+
+def test_a_file_that_gives_no_example_is_a_warning_with_its_reason(tmp_path, monkeypatch, capsys):
+    """The issue's case: x.txt/ is a folder, so x.txt/inner.txt is a novel (genre x.txt, style inferred); a short
+    note gives no usable passage, which the CLI and the index say, naming the file and why."""
+    corpus = tmp_path / "Novel"
+    for rel in ("Modernist_Novel/A901_The_Glass_Weather.txt", "Travel_Novel/B901_Salt_Roads.txt"):
+        (corpus / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "Novel" / rel, corpus / rel)
+    (corpus / "x.txt").mkdir()
+    (corpus / "x.txt" / "inner.txt").write_text("A short note about nothing in particular.\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "storage"))
+    monkeypatch.chdir(tmp_path)
+    assert generate(tmp_path, "--num-examples", "12") == 0
+    captured = capsys.readouterr()
+    index = json.loads((tmp_path / "out" / "chunks" / "chunks_index.json").read_text())
+    [entry] = [f for f in index["files"] if f["source_path"] == "x.txt/inner.txt"]
+    assert entry["exported"] == 0 and entry["candidates"] == 0 and entry["shortfall_cause"] == "no_usable_passages"
+    assert entry["shortfall_reason"] == ("no usable passage: the text gives 1 chunk; 1 shorter than 200 characters "
+                                         "(--min-chunk-chars)")
+    warning = f"x.txt/inner.txt: no examples: {entry['shortfall_reason']}"
+    assert index["warnings"] == [warning]
+    assert f"warning: {warning}" in captured.err

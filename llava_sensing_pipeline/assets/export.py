@@ -5,16 +5,26 @@ import json
 from collections import Counter
 
 import pandas as pd
-from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, Config, Failure, MetadataValue, asset
+from dagster import (
+    AllPartitionMapping,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    Config,
+    Failure,
+    MetadataValue,
+    asset,
+)
 
 from ..atomic import display_location
 from ..curation import Deduplicator, plan_splits
 from ..dataset_card import corpus_manifest, input_licence_note, write_dataset_card
 from ..export import order_examples, select_examples, write_export
 from ..generation import allocate_quotas
-from ..partitions import discover_novels, relative_path_for
+from ..partitions import discover_novels, latest_materializations, relative_path_for
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS
+from .generation import USABLE_NOTE_KEY
 
 NOT_MATERIALIZED = "not materialized: the partition failed or has not run yet (see the Dagster UI or `llava-sensing status`)"
 
@@ -26,6 +36,19 @@ class ExportConfig(Config):
     partition_keys: list[str] | None = None
     failure_reasons: dict[str, str] = {}
     fingerprint: str = ""  # set by the CLI: lets an unchanged re-run skip the export
+
+
+def usable_notes(instance, keys: list[str]) -> dict[str, str]:
+    """Each partition's note on its usable passages, from its latest ``generated_examples`` materialization."""
+    if not keys:
+        return {}
+    records = latest_materializations(instance, AssetKey("generated_examples"), keys)
+    notes = {}
+    for key, record in records.items():
+        value = record.asset_materialization.metadata.get(USABLE_NOTE_KEY) if record.asset_materialization else None
+        if value is not None:
+            notes[key] = value.value
+    return notes
 
 
 def _distribution(records, path) -> dict[str, int]:
@@ -68,18 +91,20 @@ def chunked_json_exports(
             "or relax --min-alignment / --confidence-threshold; in simple mode, lower --min-confidence.")
     ordered = order_examples(records, settings.seed)
     plan = plan_splits(ordered, settings.split_ratios, settings.seed)
+    notes = usable_notes(context.instance, [r.partition_key for r in reports if r.shortfall])
     files = [{"partition_key": r.partition_key, "source_path": r.source_path, "quota": r.quota,
               "candidates": r.candidates, "exported": r.exported, "shortfall": r.shortfall,
               "duplicates_removed": r.duplicates,
-              **({"shortfall_reason": f"only {r.candidates} candidate chunks"
-                  + (f", {r.duplicates} of them duplicates of other examples" if r.duplicates else "")}
-                 if r.shortfall else {})}
+              **({"shortfall_cause": r.shortfall_cause,
+                  "shortfall_reason": r.shortfall_reason(notes.get(r.partition_key, ""))} if r.shortfall else {})}
              for r in reports]
+    warnings = [f"{f['source_path']}: no examples: {f['shortfall_reason']}" for f in files
+                if f["quota"] and not f["exported"]]
     dedup_summary = dedup.summary()
     result = write_export(
         ordered, settings.output_dir, settings.mode, settings.export_chunk_size,
         index_extra={"seed": settings.seed, "requested_examples": sum(quotas.values()), "files": files,
-                     "failed_files": failed, "deduplication": dedup_summary, "split_ratios": plan.ratios,
+                     "failed_files": failed, "warnings": warnings, "deduplication": dedup_summary, "split_ratios": plan.ratios,
                      "splits": plan.summary, "split_warnings": plan.warnings,
                      **({"export_fingerprint": config.fingerprint} if config.fingerprint else {})},
         splits=plan.split_records(ordered),
@@ -90,6 +115,8 @@ def chunked_json_exports(
                               CODE_VERSIONS, input_licence_note(settings.input_dir))
     for f in failed:
         context.log.warning(f"not exported: {f['source_path']} ({f['reason']})")
+    for warning in warnings:
+        context.log.warning(warning)
     for warning in plan.warnings:
         context.log.warning(f"splits: {warning}")
     context.add_output_metadata({

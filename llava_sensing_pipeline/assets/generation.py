@@ -35,6 +35,8 @@ from .environment import analysis_record, check_failure_share
 from .novels import LLM_POOL, PER_FILE
 from .sensors import sensor_record_from_row
 
+USABLE_NOTE_KEY = "usable_note"
+"""Partition metadata: :func:`usable_note`, which the export quotes when the file falls short of its quota."""
 EXAMPLE_COLUMNS = ["id", "chunk_index", "selection_rank", "target_chars", "record_json"]
 GENERATION_NUM_PREDICT = 512
 PERSONA = "You are an excellent English literary writer."
@@ -51,6 +53,34 @@ def _candidates(table: pd.DataFrame, key: str, settings: PipelineSettings) -> li
         ok = [is_usable(n, c, settings.min_chunk_chars, settings.min_confidence)
               for n, c in zip(table["chars"].tolist(), confidence)]
     return [(rank, pos) for rank, pos in enumerate(order) if ok[pos]]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def usable_note(table: pd.DataFrame, settings: PipelineSettings) -> str:
+    """Why the file's chunks are or are not usable passages, in counts (for a shortfall's reason in the index):
+    "the text gives 3 chunks; 1 shorter than 200 characters (--min-chunk-chars), 1 with rule-analysis confidence
+    below 0.15 (--min-confidence)"."""
+    if not len(table):
+        return "the text gives no passage (only headings, separators or illustration markers)"
+    parts = []
+    chars, confidence = table["chars"].to_numpy(), table["confidence"].to_numpy()
+    if settings.mode == "simple":
+        short = int((chars < settings.min_chunk_chars).sum())
+        vague = int(((chars >= settings.min_chunk_chars) & (confidence < settings.min_confidence)).sum())
+        if short:
+            parts.append(f"{short} shorter than {settings.min_chunk_chars} characters (--min-chunk-chars)")
+        if vague:
+            parts.append(f"{vague} with rule-analysis confidence below {settings.min_confidence} (--min-confidence)")
+    else:
+        analysed = table["env_source"].to_numpy() == "llm"
+        low = int((analysed & (confidence < settings.llm_confidence_threshold)).sum())
+        parts.append(f"{int(analysed.sum())} analysed by the LLM")
+        if low:
+            parts.append(f"{low} below --confidence-threshold {settings.llm_confidence_threshold}")
+    return f"the text gives {_plural(len(table), 'chunk')}" + (f"; {', '.join(parts)}" if parts else "")
 
 
 def _example_row(row, rank, key, settings, target, prompt, generation) -> dict:
@@ -175,11 +205,14 @@ def generated_examples(
         else:
             frame, metadata = extractive_examples(table, key, settings, quota)
         accepted = min(len(frame), quota)
+        note = usable_note(table, settings)
+        if settings.mode == "llm" and metadata.get("rejected_chunks"):
+            note += f"; {_plural(metadata['rejected_chunks'], 'chunk')} with no accepted paragraph (rejected or failed)"
         fields = settings.fingerprint_fields(ollama.model, quota)
         return frame, {
             "fingerprint": partition_fingerprint(table["sha256"].iloc[0], fields) if len(table) else "",
             "chunks": len(table), "candidates": len(frame), "quota": quota, "accepted": accepted,
-            "shortfall": max(0, quota - accepted), **metadata,
+            "shortfall": max(0, quota - accepted), USABLE_NOTE_KEY: note, **metadata,
         }
 
     frames = for_each_partition(context, one, style_labels, text_chunks, environment_features, sensor_records)
