@@ -8,8 +8,10 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from llava_sensing_pipeline.checks import chunk_problems
 from llava_sensing_pipeline.seeding import rng_for
 from llava_sensing_pipeline.text import (
     NovelReadError,
@@ -35,6 +37,10 @@ FORBIDDEN_IN_CHUNKS = (
     "[Illustration",
     "https://",
 )
+
+
+def _chunk_frame(chunks: list[TextChunk]) -> pd.DataFrame:
+    return pd.DataFrame(chunks, columns=["chunk_index", "text", "char_start", "char_end"])
 
 
 def _write(tmp_path: Path, name: str, data: str | bytes) -> Path:
@@ -70,6 +76,7 @@ def _assert_chunk_invariants(chunks: list[TextChunk], text: str, max_chars: int)
         assert chunk.text == chunk.text.strip()
     for before, after in zip(chunks, chunks[1:]):
         assert before.char_end <= after.char_start
+    assert chunk_problems(_chunk_frame(chunks), max_chars, text) == []  # the check agrees with the chunker
 
 
 # --- research format --------------------------------------------------------------------------
@@ -519,6 +526,7 @@ def test_bundled_sample_corpus() -> None:
         assert not any("link" in k for k in novel.metadata)
         chunks = chunk_text(novel.text, target_chars=500)
         assert len(chunks) >= 15, path.name
+        assert chunk_problems(_chunk_frame(chunks), 1000, novel.text) == [], path.name
         for chunk in chunks:
             assert not any(bad in chunk.text for bad in FORBIDDEN_IN_CHUNKS), (path.name, chunk.index)
             assert "LICENSE" not in chunk.text and "\r" not in chunk.text
@@ -538,6 +546,7 @@ def test_real_corpus_chunks_are_clean() -> None:
         for chunk in chunks:
             assert len(chunk.text) <= 1000
             assert not any(bad in chunk.text for bad in FORBIDDEN_IN_CHUNKS), (path.name, chunk.index)
+        assert chunk_problems(_chunk_frame(chunks), 1000, novel.text) == [], path.name
 
 
 def test_unclosed_illustration_marker_is_dropped_to_the_end_of_its_paragraph():

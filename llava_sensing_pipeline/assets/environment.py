@@ -21,7 +21,7 @@ from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS
-from ._partitioned import for_each_partition, json_column, progress_logger, run_check
+from ._partitioned import for_each_partition, json_column, pick, progress_logger, run_check
 from .novels import LLM_POOL, PER_FILE
 
 
@@ -139,6 +139,7 @@ def environment_features(
         }
 
     frames = for_each_partition(context, one, text_chunks)
-    check = run_check(context, LABELS_IN_VOCABULARY, frames, lambda key, frame: label_problems(frame), "chunks")
+    check = run_check(context, LABELS_IN_VOCABULARY, frames, lambda key, frame: label_problems(
+        frame, pick(text_chunks, key)["chunk_index"].tolist()), "chunks")
     yield Output(frames)
     yield from check.report(context)

@@ -13,7 +13,7 @@ from collections import Counter
 import pandas as pd
 from dagster import AssetExecutionContext, Backoff, Jitter, MetadataValue, Output, RetryPolicy, asset
 
-from ..checks import TEXT_FITS_MODE, example_problems
+from ..checks import EXAMPLES_MATCH_SOURCES, example_problems
 from ..environment import ENV_FIELDS
 from ..generation import (
     GENERATION_METHODS,
@@ -188,7 +188,7 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
 
 @asset(**PER_FILE, code_version=CODE_VERSIONS["generated_examples"], kinds={"pandas", "parquet"},
        retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
-       pool=LLM_POOL, check_specs=[TEXT_FITS_MODE])
+       pool=LLM_POOL, check_specs=[EXAMPLES_MATCH_SOURCES])
 def generated_examples(
     context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, style_labels, text_chunks,
     environment_features, sensor_records,
@@ -216,8 +216,8 @@ def generated_examples(
         }
 
     frames = for_each_partition(context, one, style_labels, text_chunks, environment_features, sensor_records)
-    check = run_check(context, TEXT_FITS_MODE, frames, lambda key, frame: example_problems(
-        frame, pick(text_chunks, key), min_words=settings.min_words, max_words=settings.max_words,
-        min_alignment=settings.min_alignment), "examples")
+    check = run_check(context, EXAMPLES_MATCH_SOURCES, frames, lambda key, frame: example_problems(
+        frame, chunks=pick(text_chunks, key), sensors=pick(sensor_records, key),
+        features=pick(environment_features, key), styles=pick(style_labels, key), mode=settings.mode), "examples")
     yield Output(frames)
     yield from check.report(context)

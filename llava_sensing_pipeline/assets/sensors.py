@@ -3,13 +3,13 @@
 import pandas as pd
 from dagster import AssetExecutionContext, Output, asset
 
-from ..checks import VALUES_IN_DOCUMENTED_RANGES, sensor_problems
+from ..checks import SENSORS_MATCH_LABELS, sensor_problems
 from ..environment import ENV_FIELDS
 from ..seeding import chunk_streams, derive_seed
 from ..sensors import SENSOR_COLUMNS, sensor_record, synthesize_sensor_columns
 from ..settings import PipelineSettings
 from ..versions import CODE_VERSIONS
-from ._partitioned import for_each_partition, run_check
+from ._partitioned import for_each_partition, pick, run_check
 from .novels import PER_FILE
 
 
@@ -28,7 +28,7 @@ def sensor_record_from_row(row) -> dict:
 
 
 @asset(**PER_FILE, code_version=CODE_VERSIONS["sensor_records"], kinds={"pandas", "parquet"},
-       check_specs=[VALUES_IN_DOCUMENTED_RANGES])
+       check_specs=[SENSORS_MATCH_LABELS])
 def sensor_records(context: AssetExecutionContext, settings: PipelineSettings, environment_features):
     """Temperature, humidity, 16-point wind, 6-axis IMU and context per chunk; seeded by (seed, file, chunk)."""
 
@@ -41,7 +41,7 @@ def sensor_records(context: AssetExecutionContext, settings: PipelineSettings, e
         }
 
     frames = for_each_partition(context, one, environment_features)
-    check = run_check(context, VALUES_IN_DOCUMENTED_RANGES, frames, lambda key, frame: sensor_problems(frame),
-                      "records")
+    check = run_check(context, SENSORS_MATCH_LABELS, frames,
+                      lambda key, frame: sensor_problems(frame, pick(environment_features, key)), "records")
     yield Output(frames)
     yield from check.report(context)
