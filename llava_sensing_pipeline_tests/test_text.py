@@ -23,11 +23,11 @@ from llava_sensing_pipeline.text import (
     parse_novel,
     read_novel,
 )
+from llava_sensing_pipeline_tests.support.needs import require_corpus
 
 NBSP = "\u00a0"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "Novel"
-CORPUS_DIR = REPO_ROOT.parent / "shared" / "corpus"
 FORBIDDEN_IN_CHUNKS = (
     "*** START",
     "*** END",
@@ -533,9 +533,8 @@ def test_bundled_sample_corpus() -> None:
     assert formats == {"research", "gutenberg"}
 
 
-@pytest.mark.skipif(not CORPUS_DIR.is_dir(), reason="shared corpus not present")
 def test_real_corpus_chunks_are_clean() -> None:
-    files = sorted(CORPUS_DIR.glob("*/*.txt"))
+    files = sorted(require_corpus().glob("*/*.txt"))
     assert files
     for path in files:
         novel = read_novel(path)
