@@ -27,7 +27,6 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-
 def _run_options() -> argparse.ArgumentParser:
     """The options ``generate`` and ``backfill`` share (the earlier scripts' flags, kebab-case)."""
     opts = argparse.ArgumentParser(add_help=False)

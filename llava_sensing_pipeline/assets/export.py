@@ -104,7 +104,8 @@ def chunked_json_exports(
     result = write_export(
         ordered, settings.output_dir, settings.mode, settings.export_chunk_size,
         index_extra={"seed": settings.seed, "requested_examples": sum(quotas.values()), "files": files,
-                     "failed_files": failed, "warnings": warnings, "deduplication": dedup_summary, "split_ratios": plan.ratios,
+                     "failed_files": failed, "warnings": warnings, "deduplication": dedup_summary,
+                     "split_ratios": plan.ratios,
                      "splits": plan.summary, "split_warnings": plan.warnings,
                      **({"export_fingerprint": config.fingerprint} if config.fingerprint else {})},
         splits=plan.split_records(ordered),
