@@ -7,12 +7,16 @@ first to one host, then to a pool of two; prints both wall times, the speed-up a
 """
 
 import argparse
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from llava_sensing_pipeline.devtools.ollama_test_server import OllamaTestServer
-from llava_sensing_pipeline.ollama_resource import OllamaResource
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test server lives in the tests package
+
+from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer  # noqa: E402
+from llava_sensing_pipeline.ollama_resource import OllamaResource  # noqa: E402
 
 
 def timed_run(urls: list[str], slots: int, n: int) -> tuple[float, dict]:

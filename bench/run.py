@@ -468,7 +468,7 @@ class LlmRun:
 
 def llm_series(corpus: Corpus, workspace: Path, latency: float, examples_per_file: int) -> list[LlmRun]:
     """--parallel 1 and 4 from scratch (own cache each), then --parallel 4 --force (every reply cached)."""
-    from llava_sensing_pipeline.devtools.ollama_test_server import OllamaTestServer
+    from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer
 
     input_dir = workspace / "corpus"
     mirror(corpus.root, input_dir)

@@ -17,7 +17,7 @@ import re
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -33,10 +33,20 @@ from dagster import (
 
 from .atomic import storage_path
 from .environment import ENV_FIELDS, VOCABULARY
-from .export import CHUNK_FILE_RE, INDEX_NAME
-from .generation import check_quality
+from .export import CHUNK_FILE_RE, INDEX_NAME, SHORTFALL_CAUSES
 from .partitions import novel_partitions
-from .sensor_synthesis import COMPASS_POINTS, IMU_FIELDS, SENSOR_RANGES
+from .sensor_synthesis import (
+    COMPASS_POINTS,
+    IMU_FIELDS,
+    INDOOR_WIND_INDEX,
+    ONSHORE_LOCATIONS,
+    ONSHORE_WIND_INDICES,
+    SENSOR_COLUMNS,
+    SENSOR_RANGES,
+    SNOW_MAX_TEMPERATURE,
+    TEMPERATURE_RANGES,
+    sensor_record,
+)
 from .settings import PipelineSettings
 
 MAX_LISTED = 20
@@ -52,35 +62,90 @@ FORBIDDEN_IN_CHUNKS: dict[str, tuple[str, re.Pattern[str]]] = {
     "'Produced by' credit": ("produced", re.compile(r"^[ \t]*Produced\s+by\b", re.MULTILINE)),
     "[Illustration] tag": ("illustration", re.compile(r"\[\s*Illustration", re.IGNORECASE)),
 }
-_DIGIT = re.compile(r"\d")
+# Control characters (C0, DEL, C1) other than the line feeds that join a chunk's paragraphs: cleaning removes them.
+_CONTROL_IN_CHUNK = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 _IMU_RANGES = [SENSOR_RANGES[name] for name in IMU_FIELDS]
 
 
 # ---------------------------------------------------------------- pure rules
 
 
-def chunk_problems(chunks: pd.DataFrame, max_chars: int) -> list[str]:
-    """Chunks that hold Gutenberg markers, licence or credit text, illustration tags, or are empty or too long."""
+def chunk_problems(chunks: pd.DataFrame, max_chars: int, text: str | None = None) -> list[str]:
+    """Chunks that hold Gutenberg markers, licence or credit text, illustration tags or control characters, or are
+    empty or too long; with the novel's ``text``, also chunks that are not the text of their span (see
+    :func:`span_problems`)."""
     problems = []
     texts = chunks["text"].tolist()
     everything = "\n".join(texts).lower()
     if not any(literal in everything for literal, _ in FORBIDDEN_IN_CHUNKS.values()) \
-            and all(len(t) <= max_chars and t.strip() for t in texts):
-        return problems  # the usual case, found in one pass over the file's text
-    for index, text in zip(chunks["chunk_index"], texts):
-        low = text.lower()
+            and all(len(t) <= max_chars and t.strip() for t in texts) and not _CONTROL_IN_CHUNK.search(everything):
+        return span_problems(chunks, text) if text is not None else problems  # the usual case, in one pass
+    for index, text_ in zip(chunks["chunk_index"], texts):
+        low = text_.lower()
         found = [name for name, (literal, pattern) in FORBIDDEN_IN_CHUNKS.items()
-                 if literal in low and pattern.search(text)]
-        if not text.strip():
+                 if literal in low and pattern.search(text_)]
+        controls = _CONTROL_IN_CHUNK.findall(text_)
+        if controls:
+            first = f"U+{ord(controls[0]):04X}"
+            found.append(f"control character {first}" if len(controls) == 1
+                         else f"{len(controls)} control characters, first {first}")
+        if not text_.strip():
             found.append("empty")
-        if len(text) > max_chars:
-            found.append(f"{len(text)} chars > max {max_chars}")
+        if len(text_) > max_chars:
+            found.append(f"{len(text_)} chars > max {max_chars}")
         problems.extend(f"chunk {index}: {what}" for what in found)
+    return problems + (span_problems(chunks, text) if text is not None else [])
+
+
+def _is_subsequence(needle: str, haystack: str) -> bool:
+    remaining = iter(haystack)
+    return all(ch in remaining for ch in needle)
+
+
+def span_problems(chunks: pd.DataFrame, text: str) -> list[str]:
+    """Chunks that do not map back to the novel ``text``: indices other than 0..n-1 in order, a span
+    ``[char_start, char_end)`` outside the text or overlapping the previous chunk's, or a chunk text that is not
+    its span's text: the chunk starts and ends where its span does, and its characters (whitespace aside) are
+    the span's, in order, with only the headings and illustration markers inside the span left out."""
+    problems = []
+    n = len(chunks)
+    if chunks["chunk_index"].tolist() != list(range(n)):
+        problems.append(f"chunk indices are not 0..{n - 1} in order")
+    previous_end = 0
+    for index, chunk, start, end in zip(chunks["chunk_index"].tolist(), chunks["text"].tolist(),
+                                        chunks["char_start"].tolist(), chunks["char_end"].tolist()):
+        if not 0 <= start < end <= len(text):
+            problems.append(f"chunk {index}: span [{start}, {end}) is outside the text ({len(text)} chars)")
+            continue
+        if start < previous_end:
+            problems.append(f"chunk {index}: span [{start}, {end}) overlaps the previous chunk, which ends at "
+                            f"{previous_end}")
+        previous_end = max(previous_end, end)
+        words, span = chunk.split(), text[start:end].split()
+        if words == span:
+            continue  # the usual case: the span's paragraphs, whitespace collapsed
+        compact = "".join(words)
+        if not (compact and span and compact[0] == span[0][0] and compact[-1] == span[-1][-1]
+                and _is_subsequence(compact, "".join(span))):
+            problems.append(f"chunk {index}: text is not the text of its span [{start}, {end})")
     return problems
 
 
-def label_problems(features: pd.DataFrame) -> list[str]:
-    """Environment labels outside their field's vocabulary (``environment.VOCABULARY``), and missing fields."""
+def _coverage(what: str, chunks: Sequence, other: str, expected: Sequence) -> str | None:
+    """A problem when two per-chunk tables do not hold the same chunks in the same order."""
+    chunks, expected = [int(c) for c in chunks], [int(c) for c in expected]
+    if chunks == expected:
+        return None
+
+    def span(values):
+        return f"{len(values)} ({values[0]}..{values[-1]})" if values else "0"
+
+    return f"{what} cover {span(chunks).replace(' (', ' chunk(s) (', 1)}, {other} has {span(expected)}"
+
+
+def label_problems(features: pd.DataFrame, chunk_indices: Sequence[int]) -> list[str]:
+    """Environment labels outside their field's vocabulary (``environment.VOCABULARY``), missing fields, a
+    confidence outside [0, 1], and labels for other chunks than the ``chunk_indices`` of ``text_chunks``."""
     problems = []
     for name in ENV_FIELDS:
         if name not in features.columns:
@@ -91,7 +156,16 @@ def label_problems(features: pd.DataFrame) -> list[str]:
         bad = features.loc[~features[name].isin(VOCABULARY[name]), ["chunk_index", name]]
         problems.extend(f"chunk {i}: {name}={value!r} is not one of {', '.join(VOCABULARY[name])}"
                         for i, value in bad.itertuples(index=False))
-    return problems
+    if problems:
+        return problems
+    if "confidence" not in features.columns:
+        return ["column confidence is missing"]
+    confidence = pd.to_numeric(features["confidence"], errors="coerce").to_numpy(dtype=float)
+    outside = ~((confidence >= 0.0) & (confidence <= 1.0))
+    problems.extend(f"chunk {i}: confidence {c!r} is outside [0, 1]"
+                    for i, c in zip(features["chunk_index"][outside], features["confidence"][outside]))
+    covered = _coverage("labels", features["chunk_index"].tolist(), "text_chunks", chunk_indices)
+    return problems + ([covered] if covered else [])
 
 
 def _out_of_range(value: object, low: float, high: float) -> bool:
@@ -122,8 +196,21 @@ def _suspect_sensor_rows(records: pd.DataFrame) -> np.ndarray:
     return suspect | ~((imu >= low) & (imu <= high)).all(axis=1)
 
 
-def sensor_problems(records: pd.DataFrame) -> list[str]:
-    """Sensor values outside ``sensors.SENSOR_RANGES``, a wind name that does not match its index, a bad IMU vector."""
+def sensor_problems(records: pd.DataFrame, features: pd.DataFrame) -> list[str]:
+    """Sensor records that do not follow from their chunk's environment labels (``features``, the
+    ``environment_features`` table) as ``sensors`` documents it, or are not physical values:
+
+    - the records cover the labels' chunks, in the same order;
+    - the context (scenario, time, weather) and the movement are the chunk's labels;
+    - the temperature lies in the band of the chunk's ``temperature_hint`` (``sensors.TEMPERATURE_RANGES``), capped
+      at ``SNOW_MAX_TEMPERATURE`` in snow;
+    - no wind indoors (index 0), shore and sea winds from the northern sector (``ONSHORE_WIND_INDICES``);
+    - every value within ``sensors.SENSOR_RANGES``, a wind name that matches its index, six IMU values.
+    """
+    covered = _coverage("sensor records", records["chunk_index"].tolist(), "environment_features",
+                        features["chunk_index"].tolist())
+    if covered:
+        return [covered]
     problems = []
     table = records[["chunk_index", "temperature", "humidity", "wind_direction", "wind_direction_name", "imu"]]
     for row in table[_suspect_sensor_rows(table)].itertuples(index=False):
@@ -144,52 +231,134 @@ def sensor_problems(records: pd.DataFrame) -> list[str]:
             continue
         problems.extend(f"{where}: {name}={value!r} outside {bounds}"
                         for name, value, bounds in zip(IMU_FIELDS, imu, _IMU_RANGES) if _out_of_range(value, *bounds))
-    return problems
+    return problems + _label_agreement_problems(records.reset_index(drop=True), features.reset_index(drop=True))
 
 
-def example_problems(examples: pd.DataFrame, chunks: pd.DataFrame, *, min_words: int, max_words: int,
-                     min_alignment: float) -> list[str]:
-    """Examples whose text does not fit their mode.
+# sensor_records column -> the environment_features label it copies
+_CONTEXT_LABELS = {"scenario": "location", "time": "time_of_day", "weather": "weather", "movement": "movement"}
 
-    ``llm`` (the record's ``metadata.mode``): the generated paragraph has no digits and passes
-    :func:`~llava_sensing_pipeline.generation.check_quality` with the given thresholds. ``simple`` and ``hybrid``:
-    the target is exactly the source chunk. Either way ids are unique and match their row.
-    """
+
+def _label_agreement_problems(records: pd.DataFrame, features: pd.DataFrame) -> list[str]:
+    """The per-chunk rules of :func:`sensor_problems` that compare a record with its chunk's labels."""
+    problems: list[list[str]] = [[] for _ in range(len(records))]
+    for column, label in _CONTEXT_LABELS.items():
+        differ = records[column].to_numpy() != features[label].to_numpy()
+        for pos in np.flatnonzero(differ):
+            what = "movement" if column == "movement" else f"context {column}"
+            problems[pos].append(f"{what}={records[column][pos]!r} but the chunk's {label} is {features[label][pos]!r}")
+    temperature = pd.to_numeric(records["temperature"], errors="coerce").to_numpy(dtype=float)
+    hints, weather = features["temperature_hint"].to_numpy(), features["weather"].to_numpy()
+    low = np.array([TEMPERATURE_RANGES.get(h, (np.nan, np.nan))[0] for h in hints], dtype=float)
+    high = np.array([TEMPERATURE_RANGES.get(h, (np.nan, np.nan))[1] for h in hints], dtype=float)
+    snow = weather == "snow"
+    low = np.where(snow, np.minimum(low, SNOW_MAX_TEMPERATURE), low)
+    high = np.where(snow, np.minimum(high, SNOW_MAX_TEMPERATURE), high)
+    for pos in np.flatnonzero(~((temperature >= low - 1e-9) & (temperature <= high + 1e-9))):
+        problems[pos].append(f"temperature {temperature[pos]} is outside the band of its temperature_hint "
+                             f"{hints[pos]!r}{' with snow' if snow[pos] else ''} ({low[pos]} to {high[pos]})")
+    location = features["location"].to_numpy()
+    wind = pd.to_numeric(records["wind_direction"], errors="coerce").to_numpy(dtype=float)
+    for pos in np.flatnonzero((location == "indoor") & (wind != INDOOR_WIND_INDEX)):
+        problems[pos].append(f"wind_direction {records['wind_direction'][pos]} indoors, where it is always "
+                             f"{INDOOR_WIND_INDEX}")
+    onshore = np.isin(location, sorted(ONSHORE_LOCATIONS)) & ~np.isin(wind, ONSHORE_WIND_INDICES)
+    for pos in np.flatnonzero(onshore):
+        problems[pos].append(f"wind_direction {records['wind_direction'][pos]} at {location[pos]}, which takes only "
+                             f"{', '.join(map(str, ONSHORE_WIND_INDICES))}")
+    return [f"chunk {records['chunk_index'][pos]}: {p}" for pos, found in enumerate(problems) for p in found]
+
+
+def example_problems(examples: pd.DataFrame, *, chunks: pd.DataFrame, sensors: pd.DataFrame,
+                     features: pd.DataFrame, styles: pd.DataFrame, mode: str) -> list[str]:
+    """Examples that are not their chunk's: each example names a chunk of ``text_chunks`` and carries that chunk's
+    span, sensor record (``sensor_records``), environment labels (``environment_features``) and style
+    (``style_labels``); its id is ``<file stem>_<chunk index>``, unique, and the row's; its mode is the run's; in
+    ``simple`` and ``hybrid`` modes its target is the chunk's text, in ``llm`` mode a non-empty paragraph."""
     problems = []
-    source = dict(zip(chunks["chunk_index"], chunks["text"]))
+    text_of = dict(zip(chunks["chunk_index"].tolist(), chunks["text"]))
+    span_of = dict(zip(chunks["chunk_index"].tolist(), zip(chunks["char_start"].tolist(), chunks["char_end"].tolist())))
+    sensor_of = {int(row.chunk_index): row for row in sensors.itertuples(index=False)}
+    labels_of = {int(row.chunk_index): row for row in features.itertuples(index=False)}
+    style_of = dict(zip(styles["chunk_index"].tolist(), styles["literary_style"]))
     for id_, n in Counter(examples["id"]).items():
         if n > 1:
             problems.append(f"{id_}: {n} examples share this id")
-    for row_id, raw in zip(examples["id"], examples["record_json"]):
+    for row_id, row_chunk, raw in zip(examples["id"], examples["chunk_index"], examples["record_json"]):
         record = json.loads(raw)
-        text = record["target_paragraph"]
-        if record["id"] != row_id:
-            problems.append(f"{row_id}: record id is {record['id']!r}")
-        if record["metadata"]["mode"] == "llm":
-            if _DIGIT.search(text):
-                problems.append(f"{row_id}: generated text contains digits")
-            quality = check_quality(text, record["sensor_data"], min_words=min_words, max_words=max_words,
-                                    min_alignment=min_alignment)
-            if not quality.ok:
-                problems.append(f"{row_id}: quality filter rejects it ({', '.join(quality.reasons)})")
-        elif text != source.get(record["source_info"]["chunk_index"]):
-            problems.append(f"{row_id}: target is not the source passage of chunk {record['source_info']['chunk_index']}")
+        info = record["source_info"]
+        index = int(info["chunk_index"])
+        found = []
+        if record["id"] != row_id or index != int(row_chunk):
+            found.append(f"the record is {record['id']!r} of chunk {index}, its row {row_id!r} of chunk {row_chunk}")
+        if index not in text_of:
+            problems.append(f"{row_id}: chunk {index} is not in text_chunks")
+            continue
+        expected_id = f"{PurePosixPath(info['source_path']).stem}_{index}"
+        if row_id != expected_id:
+            found.append(f"the id does not match its file and chunk ({expected_id})")
+        if record["metadata"]["mode"] != mode:
+            found.append(f"metadata.mode is {record['metadata']['mode']!r}, the run's mode is {mode!r}")
+        if (info["char_start"], info["char_end"]) != span_of[index]:
+            found.append(f"source span [{info['char_start']}, {info['char_end']}) is not chunk {index}'s "
+                         f"[{span_of[index][0]}, {span_of[index][1]})")
+        if mode == "llm":
+            if not record["target_paragraph"].strip():
+                found.append("empty target_paragraph")
+        elif record["target_paragraph"] != text_of[index]:
+            found.append(f"target is not the text of chunk {index}")
+        if index not in sensor_of or record["sensor_data"] != sensor_record(
+                {name: (getattr(sensor_of[index], name),) for name in SENSOR_COLUMNS}, 0):
+            found.append(f"sensor_data is not chunk {index}'s sensor record")
+        if record["literary_style"] != style_of.get(index):
+            found.append(f"literary_style {record['literary_style']!r} is not chunk {index}'s "
+                         f"{style_of.get(index)!r}")
+        labels = labels_of.get(index)
+        normalized = info["environmental_analysis_normalized"]
+        differ = [f for f in ENV_FIELDS if labels is None or normalized.get(f) != getattr(labels, f)]
+        if differ:
+            found.append(f"environment labels are not chunk {index}'s ({', '.join(differ)})")
+        problems.extend(f"{row_id}: {what}" for what in found)
     return problems
 
 
 def quota_problems(index: Mapping) -> list[str]:
-    """Files of the export index whose exported count neither meets the quota nor carries an explained shortfall."""
+    """Files of the export index whose exported count is not their quota and is not explained.
+
+    Quotas are an even spread (they differ by at most one). A file exports at most its quota and its candidates;
+    one that falls short used every candidate (exported or removed as a duplicate), has a ``shortfall_cause`` from
+    :data:`~llava_sensing_pipeline.export.SHORTFALL_CAUSES` that fits its counts and a ``shortfall_reason``; a
+    file with no example is named in the index's ``warnings``; a failed file has a reason."""
     problems = []
-    for f in index.get("files", []):
-        name, quota, exported = f["source_path"], f["quota"], f["exported"]
+    files = index.get("files", [])
+    quotas = [f["quota"] for f in files]
+    if quotas and max(quotas) - min(quotas) > 1:
+        problems.append(f"quotas are not spread evenly over the files: {min(quotas)} to {max(quotas)}")
+    warned = " ".join(index.get("warnings", []))
+    for f in files:
+        name, quota, exported, candidates = f["source_path"], f["quota"], f["exported"], f["candidates"]
+        duplicates = f.get("duplicates_removed", 0)
         if exported > quota:
             problems.append(f"{name}: {exported} exported, more than its quota {quota}")
-        if exported > f["candidates"]:
-            problems.append(f"{name}: {exported} exported from only {f['candidates']} candidates")
+        if exported > candidates:
+            problems.append(f"{name}: {exported} exported from only {candidates} candidates")
         if f["shortfall"] != max(0, quota - exported):
             problems.append(f"{name}: shortfall {f['shortfall']} but {exported} of {quota} exported")
-        elif exported < quota and not f.get("shortfall_reason"):
+        if exported >= quota:
+            continue
+        cause = f.get("shortfall_cause")
+        if cause not in SHORTFALL_CAUSES:
+            problems.append(f"{name}: shortfall_cause {cause!r} is not one of {', '.join(SHORTFALL_CAUSES)}")
+        elif cause != ("no_usable_passages" if candidates == 0 else
+                       "few_usable_passages" if candidates < quota else "duplicates_removed"):
+            problems.append(f"{name}: shortfall_cause {cause} does not fit {candidates} candidates for a quota "
+                            f"of {quota}")
+        if not str(f.get("shortfall_reason") or "").strip():
             problems.append(f"{name}: {exported} of {quota} exported and no shortfall_reason")
+        if exported + duplicates != candidates:
+            problems.append(f"{name}: {exported} of {quota} exported, yet only {exported + duplicates} of its "
+                            f"{candidates} candidates were used or removed as duplicates")
+        if exported == 0 and quota and name not in warned:
+            problems.append(f"{name}: no examples and no warning names it")
     problems.extend(f"{f['source_path']}: failed without a reason"
                     for f in index.get("failed_files", []) if not f.get("reason"))
     return problems
@@ -272,23 +441,30 @@ with warnings.catch_warnings():  # partitioned checks are a preview feature in d
     warnings.simplefilter("ignore", PreviewWarning)
     CHUNKS_ARE_CLEAN = AssetCheckSpec(
         "chunks_are_clean", asset="text_chunks", blocking=True, partitions_def=novel_partitions,
-        description="No START/END markers, licence text, 'Project Gutenberg', 'Produced by' credits or [Illustration] "
-                    "tags in any chunk, and no chunk longer than max_chunk_chars.")
+        description="No START/END markers, licence text, 'Project Gutenberg', 'Produced by' credits, [Illustration] "
+                    "tags or control characters in any chunk, no chunk longer than max_chunk_chars, and each chunk "
+                    "is the text of its span of the novel (spans in order, inside the text, not overlapping).")
     LABELS_IN_VOCABULARY = AssetCheckSpec(
         "labels_in_vocabulary", asset="environment_features", blocking=True, partitions_def=novel_partitions,
-        description="Every environment label is in its field's vocabulary.")
-    VALUES_IN_DOCUMENTED_RANGES = AssetCheckSpec(
-        "values_in_documented_ranges", asset="sensor_records", blocking=True, partitions_def=novel_partitions,
-        description="Temperature, humidity, wind direction and IMU values within sensors.SENSOR_RANGES.")
-    TEXT_FITS_MODE = AssetCheckSpec(
-        "text_fits_mode", asset="generated_examples", blocking=True, partitions_def=novel_partitions,
-        description="llm mode: no digits and the quality filter passes; simple and hybrid modes: the target is the "
-                    "source passage. Unique ids.")
-PER_FILE_CHECKS = (CHUNKS_ARE_CLEAN, LABELS_IN_VOCABULARY, VALUES_IN_DOCUMENTED_RANGES, TEXT_FITS_MODE)
+        description="Every environment label is in its field's vocabulary, every confidence in [0, 1], and the "
+                    "labels cover the file's chunks in order.")
+    SENSORS_MATCH_LABELS = AssetCheckSpec(
+        "sensors_match_labels", asset="sensor_records", blocking=True, partitions_def=novel_partitions,
+        description="Each sensor record follows from its chunk's labels as sensors.py documents it: context and "
+                    "movement are the labels, the temperature lies in its temperature hint's band, no wind "
+                    "indoors, shore and sea winds from the north; values physical, wind names matching.")
+    EXAMPLES_MATCH_SOURCES = AssetCheckSpec(
+        "examples_match_sources", asset="generated_examples", blocking=True, partitions_def=novel_partitions,
+        description="Each example is its chunk's: the chunk exists, and the example carries its span, sensor "
+                    "record, labels and style; simple and hybrid modes: the target is the chunk's text. Ids "
+                    "<stem>_<chunk> and unique.")
+PER_FILE_CHECKS = (CHUNKS_ARE_CLEAN, LABELS_IN_VOCABULARY, SENSORS_MATCH_LABELS, EXAMPLES_MATCH_SOURCES)
 EXPORT_ASSET = AssetKey("chunked_json_exports")
 
 
-@asset_check(asset=EXPORT_ASSET, description="Each file exports its quota, or its shortfall has a reason.")
+@asset_check(asset=EXPORT_ASSET, description="Quotas are an even spread; each file exports its quota, or used up its "
+                                             "candidates and has a known shortfall cause and a reason; a file with "
+                                             "no example is a warning.")
 def quotas_met_or_explained(settings: PipelineSettings) -> AssetCheckResult:
     index = load_index(settings.output_dir)
     problems = quota_problems(index)

@@ -27,13 +27,6 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def _run_options() -> argparse.ArgumentParser:
     """The options ``generate`` and ``backfill`` share (the earlier scripts' flags, kebab-case)."""
     opts = argparse.ArgumentParser(add_help=False)
@@ -43,29 +36,29 @@ def _run_options() -> argparse.ArgumentParser:
     opts.add_argument("--input-dir", default="Novel",
                       help="folder with Modernist_Novel/ and Travel_Novel/ (default: Novel)")
     opts.add_argument("--output-dir", default="data/processed", help="export folder (default: data/processed)")
-    opts.add_argument("--max-files", type=_positive, default=None, help="files per genre folder, first in sorted order")
+    opts.add_argument("--max-files", type=int, default=None, help="files per genre folder, first in sorted order")
     opts.add_argument("--num-examples", type=int, default=None,
                       help="examples in the export, spread evenly over the files (default: 100 per file)")
-    opts.add_argument("--chunk-size", type=_positive, default=100, help="examples per export chunk file (default: 100)")
-    opts.add_argument("--chunk-chars", type=_positive, default=500,
+    opts.add_argument("--chunk-size", type=int, default=100, help="examples per export chunk file (default: 100)")
+    opts.add_argument("--chunk-chars", type=int, default=500,
                       help="target characters per text chunk (default: 500)")
-    opts.add_argument("--min-chunk-chars", type=_positive, default=None, help="default: 40%% of --chunk-chars")
-    opts.add_argument("--max-chunk-chars", type=_positive, default=None, help="default: 200%% of --chunk-chars")
+    opts.add_argument("--min-chunk-chars", type=int, default=None, help="default: 40%% of --chunk-chars")
+    opts.add_argument("--max-chunk-chars", type=int, default=None, help="default: 200%% of --chunk-chars")
     opts.add_argument("--min-confidence", type=float, default=0.15,
                       help="minimum rule-analysis confidence for a chunk to become an example (default: 0.15)")
-    opts.add_argument("--seed", type=int, default=42, help="global seed of every random draw (default: 42)")
+    opts.add_argument("--seed", type=int, default=42, help="global seed of every random draw, 0 or more (default: 42)")
     opts.add_argument("--split-ratios", default="80,10,10",
                       help="train,validation,test shares by example count; whole novels go to one split "
                            "(default: 80,10,10)")
     opts.add_argument("--near-duplicate-threshold", type=float, default=0.8,
                       help="MinHash Jaccard similarity above which a target paragraph is a near-duplicate (default: 0.8)")
-    opts.add_argument("--batch-size", type=_positive, default=None,
+    opts.add_argument("--batch-size", type=int, default=None,
                       help="partitions per Dagster run (default: 50 in simple mode, 1 in the LLM modes)")
     opts.add_argument("--verbose", "-v", action="store_true", help="show Dagster's step logs")
     llm = opts.add_argument_group("LLM modes (hybrid, llm)")
     llm.add_argument("--model", default=None, help="Ollama model (default: $LLAVA_SENSING_MODEL or llama3.1:8b)")
     llm.add_argument("--ollama-host", default=None, help="server URL (default: $OLLAMA_HOST or http://localhost:11434)")
-    llm.add_argument("--parallel", type=_positive, default=None,
+    llm.add_argument("--parallel", type=int, default=None,
                      help="concurrent requests; match the server's OLLAMA_NUM_PARALLEL (default: that variable or 1)")
     llm.add_argument("--ollama-timeout", type=float, default=120.0, help="seconds per request (default: 120)")
     llm.add_argument("--max-retries", type=int, default=3, help="retries per request on timeouts and 5xx (default: 3)")
@@ -73,9 +66,64 @@ def _run_options() -> argparse.ArgumentParser:
                      help="minimum validated LLM analysis confidence for a chunk to be used (default: 0.3)")
     llm.add_argument("--min-alignment", type=float, default=0.3,
                      help="minimum keyword alignment of a generated paragraph with its sensor record (default: 0.3)")
-    llm.add_argument("--min-words", type=_positive, default=120, help="shortest accepted paragraph (default: 120)")
-    llm.add_argument("--max-words", type=_positive, default=300, help="longest accepted paragraph (default: 300)")
+    llm.add_argument("--min-words", type=int, default=120, help="shortest accepted paragraph (default: 120)")
+    llm.add_argument("--max-words", type=int, default=300, help="longest accepted paragraph (default: 300)")
     return opts
+
+
+COUNT_FLAGS = ("num_examples", "max_files", "chunk_size", "chunk_chars", "min_chunk_chars", "max_chunk_chars",
+               "batch_size", "parallel", "min_words", "max_words")
+"""Flags that count something: at least 1 when given."""
+SHARE_FLAGS = ("min_confidence", "confidence_threshold", "min_alignment")
+"""Flags that are a share or a score: between 0 and 1."""
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def validate_args(args: argparse.Namespace) -> str | None:
+    """The first problem with the flags of ``generate`` or ``backfill`` (``--flag value: what is wrong and what to
+    pass``), or None when they are all usable. Runs before anything is read or written."""
+    import math
+
+    from .curation import normalise_ratios
+
+    for dest in COUNT_FLAGS:
+        value = getattr(args, dest, None)
+        if value is not None and value < 1:
+            return f"{_flag(dest)}: must be at least 1, got {value}"
+    for dest in SHARE_FLAGS:
+        value = getattr(args, dest)
+        if not 0.0 <= value <= 1.0:  # NaN fails too
+            return f"{_flag(dest)}: must be between 0 and 1, got {value}"
+    if not 0.0 < args.near_duplicate_threshold <= 1.0:
+        return (f"--near-duplicate-threshold: must be above 0 and at most 1, got {args.near_duplicate_threshold} "
+                "(the MinHash similarity above which a paragraph counts as a near-duplicate)")
+    try:
+        normalise_ratios([float(part) for part in args.split_ratios.replace("/", ",").split(",") if part.strip()])
+    except ValueError:
+        return ("--split-ratios: need three numbers for train,validation,test, none negative and train above 0 "
+                f"(e.g. 80,10,10), got {args.split_ratios!r}")
+    if args.seed < 0:
+        return f"--seed: must be 0 or more, got {args.seed}"
+    if args.min_words > args.max_words:
+        return f"--min-words ({args.min_words}) must not exceed --max-words ({args.max_words})"
+    if not (args.ollama_timeout > 0 and math.isfinite(args.ollama_timeout)):
+        return f"--ollama-timeout: must be a number of seconds above 0, got {args.ollama_timeout}"
+    if args.max_retries < 0:
+        return f"--max-retries: must be 0 or more, got {args.max_retries}"
+    root = Path(args.input_dir)
+    if not root.exists():
+        return (f"--input-dir {args.input_dir}: no such folder; pass the folder that holds Modernist_Novel/ and "
+                "Travel_Novel/ sub-folders of .txt files")
+    if not root.is_dir():
+        return (f"--input-dir {args.input_dir}: is a file, not a folder; pass the folder that holds "
+                "Modernist_Novel/ and Travel_Novel/ sub-folders of .txt files")
+    out = Path(args.output_dir)
+    if "://" not in args.output_dir and out.exists() and not out.is_dir():
+        return f"--output-dir {args.output_dir}: is a file, not a folder; pass a folder for the export"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,14 +172,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from .definitions import build_definitions, ollama_from_env
-    from .ollama_resource import OllamaUnavailable
+    from .ollama_resource import ModelNotAvailable, OllamaUnavailable
     from .runner import Runner, select_files
 
     ollama = ollama_from_env()
     if args.mode != "simple":
         try:
             digest = ollama.check_ready()
-        except OllamaUnavailable as exc:
+        except ModelNotAvailable as exc:  # a flag to fix: --model
+            print(f"error: --model {ollama.model}: {exc}\nNothing was written.", file=sys.stderr)
+            return 2
+        except OllamaUnavailable as exc:  # the server is down: start it and re-run
             print(f"error: --mode {args.mode} needs an LLM: {exc}\nNothing was written.", file=sys.stderr)
             return 1
         print(f"llm: {ollama.model} ({digest[:12] or 'no digest'}) at {ollama.url}, "
@@ -202,6 +253,8 @@ def print_summary(report, settings) -> int:
               f"(from {chunks} candidate chunks); {index['total_chunks']} chunk file(s) of {index['chunk_size']}")
         for f in short:
             print(f"  shortfall: {f['source_path']}: {f['exported']} of {f['quota']} ({f['shortfall_reason']})")
+        for warning in index.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"dataset: {out / (settings.mode + '_dataset.json')}\n"
               f"chunks:  {out / 'chunks'}/novel_dataset_chunk_NNN.json\nindex:   {out / 'chunks' / INDEX_NAME}")
     else:
@@ -290,10 +343,17 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its message (or the help): its status is ours
+        return exc.code if isinstance(exc.code, int) else 2
     # Dagster marks backfill policies and partitioned checks as beta or preview; nothing for the user to act on.
     warnings.filterwarnings("ignore", message=r".*(beta|preview)", category=Warning)
     if args.command in ("generate", "backfill"):
+        problem = validate_args(args)
+        if problem:
+            print(f"error: {problem}\nNothing was written.", file=sys.stderr)
+            return 2
         return cmd_generate(args)
     if args.command == "status":
         return cmd_status(args)

@@ -330,7 +330,7 @@ def build_card(records: Sequence[Mapping], index: Mapping, manifest: Sequence[Ma
              ", ".join(f"{g}: {n}" for g, n in splits[s]["genres"].items()) or "-")
             for s in SPLIT_NAMES if s in splits]),
         "",
-        *[f"> **Warning:** {w}\n" for w in index.get("split_warnings", [])],
+        *[f"> **Warning:** {w}\n" for w in [*index.get("split_warnings", []), *index.get("warnings", [])]],
         "Whole novels go to one split (no novel, id or paragraph is in two splits); the novels of each split are "
         "listed in `chunks/chunks_index.json` under `splits`.",
         "",

@@ -35,6 +35,14 @@ INDEX_NAME = "chunks_index.json"
 SPLITS_DIR = "splits"
 
 
+SHORTFALL_CAUSES = {
+    "no_usable_passages": "the file has no usable passage",
+    "few_usable_passages": "the file has fewer usable passages than its quota",
+    "duplicates_removed": "enough passages, but duplicates of other examples were removed",
+}
+"""Why a file exports fewer examples than its quota (``shortfall_cause`` in the index)."""
+
+
 @dataclass
 class FileReport:
     partition_key: str
@@ -47,6 +55,28 @@ class FileReport:
     @property
     def shortfall(self) -> int:
         return max(0, self.quota - self.exported)
+
+    @property
+    def shortfall_cause(self) -> str | None:
+        """One of :data:`SHORTFALL_CAUSES`, or None when the quota is met."""
+        if not self.shortfall:
+            return None
+        if self.candidates == 0:
+            return "no_usable_passages"
+        return "few_usable_passages" if self.candidates < self.quota else "duplicates_removed"
+
+    def shortfall_reason(self, usable_note: str = "") -> str:
+        """The cause in words, with the counts (``usable_note``: what the file's passages were, see
+        :func:`~llava_sensing_pipeline.assets.generation.usable_note`)."""
+        cause = self.shortfall_cause
+        if cause is None:
+            return ""
+        duplicates = f"{self.duplicates} of them duplicates of other examples" if self.duplicates else ""
+        if cause == "duplicates_removed":
+            return f"{self.duplicates} of its {self.candidates} candidates were duplicates of other examples"
+        head = "no usable passage" if cause == "no_usable_passages" else f"only {self.candidates} candidates"
+        details = "; ".join(part for part in (duplicates, usable_note) if part)
+        return f"{head}: {details}" if details else head
 
 
 @dataclass

@@ -35,8 +35,20 @@ class OllamaUnavailable(RuntimeError):
     """The server cannot be used: the message says what to run."""
 
 
+class ModelNotAvailable(OllamaUnavailable):
+    """The server answers but does not have the model (a wrong ``--model``, or one not pulled yet)."""
+
+
 class LLMCallFailed(RuntimeError):
-    """A call still failed after its retries."""
+    """A call still failed after its retries (or at once, for an error that is not retried).
+
+    ``attempts`` is the number of requests actually sent to a server for it: 1 for an error that is not retried,
+    up to ``max_retries + 1`` for one that is, fewer when no host had a free slot for an attempt.
+    """
+
+    def __init__(self, message: str, attempts: int = 0):
+        super().__init__(message)
+        self.attempts = attempts
 
 
 def normalize_host(host: str | None) -> str:
@@ -275,7 +287,7 @@ class OllamaResource(ConfigurableResource):
             if m.model in wanted:
                 return m.digest or ""
         available = ", ".join(sorted(m.model for m in models if m.model)) or "none"
-        raise OllamaUnavailable(
+        raise ModelNotAvailable(
             f"model {self.model!r} is not available on {url} (it has: {available}). "
             f"Run `ollama pull {self.model}` there, or choose one with --model."
         )
@@ -296,7 +308,8 @@ class OllamaResource(ConfigurableResource):
         if not digests:
             if len(errors) == 1:
                 raise errors[0]
-            raise OllamaUnavailable("no Ollama host is ready:\n  " + "\n  ".join(str(e) for e in errors))
+            kind = ModelNotAvailable if all(isinstance(e, ModelNotAvailable) for e in errors) else OllamaUnavailable
+            raise kind("no Ollama host is ready:\n  " + "\n  ".join(str(e) for e in errors))
         digest = digests.get(self.hosts[0]) if self.hosts[0] in digests else next(iter(digests.values()))
         pool = self.pool
         for url in self.hosts:
@@ -329,6 +342,7 @@ class OllamaResource(ConfigurableResource):
             return LLMReply(hit["text"], True, hit.get("latency_s", 0.0), hit["eval_count"], hit["eval_duration_s"], 0)
         rng = rng_for(0, key, "backoff")
         last: Exception | None = None
+        sent = 0  # requests that reached a host's client (an attempt without a free host sends none)
         for attempt in range(1, self.max_retries + 2):
             try:
                 host = self.pool.acquire(wait_s=self.timeout_s)
@@ -336,16 +350,18 @@ class OllamaResource(ConfigurableResource):
                 last = exc
             else:
                 started = time.monotonic()
+                sent += 1
                 try:
                     response = host.client.chat(model=self.model, messages=messages, format=fmt, options=options,
                                                 keep_alive=self.keep_alive, stream=False)
                 except ollama.ResponseError as exc:
                     self.pool.release(host, seconds=time.monotonic() - started, failed=True)
                     if exc.status_code == 404:
-                        raise OllamaUnavailable(f"model {self.model!r} is not available on {host.url}: run "
+                        raise ModelNotAvailable(f"model {self.model!r} is not available on {host.url}: run "
                                                 f"`ollama pull {self.model}` there.") from None
                     if exc.status_code not in RETRYABLE_STATUS:
-                        raise LLMCallFailed(f"{host.url} answered {exc.status_code}: {exc.error}") from None
+                        raise LLMCallFailed(f"{host.url} answered {exc.status_code}: {exc.error}",
+                                            attempts=sent) from None
                     last = exc
                 except (ConnectionError, httpx.TransportError) as exc:  # refused, reset, timeouts
                     unreachable = isinstance(exc, (ConnectionError, httpx.ConnectError))
@@ -368,7 +384,7 @@ class OllamaResource(ConfigurableResource):
             if attempt <= self.max_retries:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1) * rng.uniform(0.5, 1.5))
         raise LLMCallFailed(f"{self.url}: {type(last).__name__}: {last} (after {self.max_retries + 1} attempts; "
-                            f"check the server, or raise --ollama-timeout)")
+                            f"check the server, or raise --ollama-timeout)", attempts=sent)
 
     def teardown_after_execution(self, context) -> None:
         if self._cache is not None:

@@ -15,6 +15,7 @@ implicitly: ``llava-sensing prune`` deletes those whose file is gone from the in
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +78,21 @@ class NovelFile:
     genre: str
 
 
+def _is_file_or_broken_link(dirpath: str, name: str) -> bool:
+    """A regular file (or a link to one), or a link to nothing (kept, so its partition fails naming it); not a
+    FIFO, socket or device, which ``os.walk`` lists among the files and whose reading could block."""
+    try:
+        return stat.S_ISREG(os.stat(os.path.join(dirpath, name)).st_mode)
+    except FileNotFoundError:
+        return True
+
+
 def discover_novels(input_dir: str | Path, max_files_per_genre: int | None = None) -> list[NovelFile]:
-    """All ``*.txt`` novels under ``input_dir``, sorted by path; optionally the first N of each genre folder."""
+    """All ``*.txt`` files under ``input_dir``, sorted by path; optionally the first N of each genre folder.
+
+    Folders are walked whatever their name (the ``.txt`` files in a folder named ``x.txt`` are novels of genre
+    ``x.txt``); hidden files and folders are skipped, and so are entries that are not regular files (FIFOs,
+    sockets)."""
     root = Path(input_dir)
     if not root.is_dir():
         raise FileNotFoundError(
@@ -89,7 +103,7 @@ def discover_novels(input_dir: str | Path, max_files_per_genre: int | None = Non
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.endswith(NOVEL_SUFFIX) and not name.startswith("."):
+            if name.endswith(NOVEL_SUFFIX) and not name.startswith(".") and _is_file_or_broken_link(dirpath, name):
                 rel = Path(dirpath, name).relative_to(root)
                 key = partition_key_for(rel)
                 found.append(NovelFile(key=key, relative_path=rel.as_posix(), genre=genre_of(key)))

@@ -1,6 +1,7 @@
 """Reading novels (research, Project Gutenberg or plain layout) and cutting them into chunks.
 
-``read_novel`` / ``parse_novel`` decode a file (UTF-8 with or without BOM, else Latin-1), find the
+``read_novel`` / ``parse_novel`` decode a file (UTF-8 with or without BOM, else Windows-1252, else Latin-1; no
+control character survives decoding), find the
 START/END markers of either layout, keep only the body between them, and read the header into a
 metadata dict that never carries a source link. ``chunk_text`` turns a body into paragraph-aware
 chunks near a target size: hard-wrapped lines are re-joined, one-paragraph-per-line text is split
@@ -62,21 +63,43 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 # C0 control bytes other than TAB, LF, VT, FF and CR, plus DEL: text files hardly ever hold them.
 _CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
 _MAX_CONTROL_SHARE = 0.01
+# The five bytes Windows-1252 leaves undefined: a file holding one is read as Latin-1.
+_CP1252_UNDEFINED = (0x81, 0x8D, 0x8F, 0x90, 0x9D)
+# Control characters that are not whitespace: C0 other than TAB, LF, VT, FF, CR and the separators 0x1C-0x1F,
+# DEL, and C1 other than NEL (0x85).
+CONTROL_CHARS_RE = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+# After decoding: a C1 character that Windows-1252 defines is that character (a Windows-1252 quote or dash read as
+# Latin-1 somewhere, in this file or by an earlier tool); every other non-whitespace control character is dropped.
+_CONTROL_REPAIR = {
+    **{c: None for c in [*range(0x00, 0x09), *range(0x0E, 0x1C), *range(0x7F, 0xA0)]},
+    **{c: bytes([c]).decode("cp1252") for c in range(0x80, 0xA0) if c not in _CP1252_UNDEFINED},
+}
+_C1_RE = re.compile(r"[\x80-\x9f]")
 
 
 def _binary_error(path: str, reason: str) -> NovelReadError:
     return NovelReadError(
         f"cannot read novel '{path}': it looks like a binary file ({reason}); "
-        "remove it from the input folder or replace it with the novel as plain UTF-8 or Latin-1 text"
+        "remove it from the input folder or replace it with the novel as plain UTF-8, Windows-1252 or Latin-1 text"
     )
 
 
+def repair_controls(text: str) -> str:
+    """``text`` with every C1 character that Windows-1252 defines replaced by it (U+0093 becomes U+201C) and every
+    other non-whitespace control character (C0, DEL, the rest of C1) removed."""
+    if CONTROL_CHARS_RE.search(text) is None and _C1_RE.search(text) is None:
+        return text
+    return text.translate(_CONTROL_REPAIR)
+
+
 def decode_bytes(data: bytes, path: str) -> tuple[str, str]:
-    """Decode raw bytes to ``(text, encoding)`` with LF line endings and U+00A0 replaced by a space.
+    """Decode raw bytes to ``(text, encoding)`` with LF line endings, U+00A0 replaced by a space and no
+    control characters other than whitespace (:func:`repair_controls`).
 
     UTF-8 with a BOM gives ``"utf-8-sig"``, without one ``"utf-8"``; bytes that are not valid UTF-8
-    are read as ``"latin-1"`` (which never fails). NUL bytes or more than 1 % of other control bytes
-    raise :class:`NovelReadError` ("looks like a binary file").
+    are read as ``"cp1252"`` (Windows-1252: curly quotes and dashes in 0x80-0x9F), and bytes that are not
+    valid Windows-1252 either (0x81, 0x8D, 0x8F, 0x90 or 0x9D) as ``"latin-1"`` (which never fails). NUL bytes
+    or more than 1 % of other control bytes raise :class:`NovelReadError` ("looks like a binary file").
     """
     if b"\x00" in data:
         raise _binary_error(path, "it contains NUL bytes")
@@ -87,11 +110,14 @@ def decode_bytes(data: bytes, path: str) -> tuple[str, str]:
     encoding = "utf-8-sig" if data.startswith(_UTF8_BOM) else "utf-8"
     if b"\r" in data:  # on the bytes, before decoding: CR and LF never occur inside a UTF-8 sequence
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError:
-        encoding = "latin-1"
-        text = data.decode(encoding)
+    text = None
+    for encoding in (encoding, "cp1252", "latin-1"):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    text = repair_controls(text)
     return (text.replace("\xa0", " ") if "\xa0" in text else text), encoding
 
 
@@ -306,13 +332,13 @@ _PARAGRAPH_JOIN = "\n\n"
 
 
 def _clean(source: str) -> str:
-    """Collapse every whitespace run (line breaks included) to one space and strip."""
+    """Collapse every whitespace run (line breaks included) to one space and strip; drop control characters."""
     flat = source.replace("\n", " ")  # the usual hard-wrapped paragraph: spaces and line feeds
     if flat.isprintable():  # then the space is its only whitespace (no tab, no U+2003): collapse runs of it
         while "  " in flat:
             flat = flat.replace("  ", " ")
         return flat.strip()
-    return " ".join(source.split())
+    return " ".join(CONTROL_CHARS_RE.sub("", source).split())
 
 
 def _is_heading(paragraph: str) -> bool:

@@ -1,6 +1,10 @@
 """Shared pytest fixtures.
 
-Ollama test servers (see ``llava_sensing_pipeline.devtools.ollama_test_server``):
+Tests that need something from outside the repository (``../shared/corpus``, chromium, PostgreSQL, an optional
+package) call ``require(condition, reason)`` from ``llava_sensing_pipeline_tests.support.needs`` (re-exported here):
+it skips the test on a developer's machine and fails it in CI (``CI`` set), so nothing is skipped silently there.
+
+Ollama test servers (see ``llava_sensing_pipeline_tests.support.ollama_test_server``):
 
 - ``test_model_path`` (session): the verified SmolLM2-135M GGUF, downloaded once if needed.
 - ``ollama_server`` (session): one real-model server (parallel 2) on a free loopback port.
@@ -16,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from llava_sensing_pipeline.devtools.ollama_test_server import OllamaTestServer
-from llava_sensing_pipeline.devtools.test_model import ensure_test_model
+from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer
+from llava_sensing_pipeline_tests.support.model_fetch import ensure_test_model
+from llava_sensing_pipeline_tests.support.needs import require, require_corpus  # noqa: F401  (re-exported)
 
 
 @pytest.fixture(scope="session")

@@ -129,11 +129,6 @@ def test_llm_mode_with_server_down_fails_fast_and_writes_nothing(workspace, caps
     assert not (workspace / "out").exists()
 
 
-def test_missing_input_dir_is_a_clear_error(workspace, capsys):
-    assert main(["generate", "--input-dir", str(workspace / "nope")]) == 2
-    assert "--input-dir" in capsys.readouterr().err
-
-
 def test_status_and_backfill_failed_only(workspace, capsys):
     (workspace / "Novel" / "Travel_Novel" / "B997_Blank.txt").write_text("   \n\n  ")
     assert generate(workspace, "--num-examples", "12") == 1
@@ -175,3 +170,117 @@ def test_a_file_outside_both_genres_gets_an_inferred_style(workspace):
     others = [e for e in data if e["source_info"]["source_path"] != "Essays/E001_Notes.txt"]
     assert essays and {e["metadata"]["style_source"] for e in essays} == {"inferred"}
     assert {e["metadata"]["style_source"] for e in others} == {"genre_folder"}
+
+
+def test_a_windows_1252_novel_keeps_its_quotes_and_records_its_encoding(tmp_path, monkeypatch, capsys):
+    """The issue's case: curly quotes in Windows-1252 were read as Latin-1 control characters."""
+    import re
+
+    from dagster import AssetKey, DagsterInstance
+
+    from llava_sensing_pipeline.partitions import latest_materializations
+
+    text = (REPO / "Novel" / "Modernist_Novel" / "A902_A_Room_Facing_North.txt").read_text(encoding="utf-8-sig")
+    assert "The room faced north, and so it never had the sun." in text
+    text = text.replace("The room faced north, and so it never had the sun.",
+                        "\u201cThe room faced north,\u201d she said, \u2018and so\u2019 it never had the sun.")
+    corpus = tmp_path / "Novel" / "Modernist_Novel"
+    corpus.mkdir(parents=True)
+    (corpus / "A902_A_Room_Facing_North.txt").write_bytes(text.encode("cp1252"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "storage"))
+    monkeypatch.chdir(tmp_path)
+    assert generate(tmp_path, "--num-examples", "50", "--min-confidence", "0") == 0
+    data = json.loads((tmp_path / "out" / "simple_dataset.json").read_text(encoding="utf-8"))
+    targets = [e["target_paragraph"] for e in data]
+    assert not [t for t in targets if re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", t)]
+    assert any("\u201cThe room faced north,\u201d she said, \u2018and so\u2019 it never" in t for t in targets)
+    with DagsterInstance.get() as instance:
+        key = "Modernist_Novel/A902_A_Room_Facing_North"
+        [record] = latest_materializations(instance, AssetKey("novel_files"), [key]).values()
+    assert record.asset_materialization.metadata["encoding"].value == "cp1252"
+
+
+BAD_FLAGS = [
+    (["--num-examples", "-5"], "--num-examples: must be at least 1, got -5"),
+    (["--num-examples", "0"], "--num-examples: must be at least 1, got 0"),
+    (["--max-files", "0"], "--max-files: must be at least 1, got 0"),
+    (["--chunk-size", "0"], "--chunk-size: must be at least 1, got 0"),
+    (["--chunk-chars", "-3"], "--chunk-chars: must be at least 1, got -3"),
+    (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["--parallel", "0"], "--parallel: must be at least 1, got 0"),
+    (["--min-confidence", "1.5"], "--min-confidence: must be between 0 and 1, got 1.5"),
+    (["--min-confidence", "-0.1"], "--min-confidence: must be between 0 and 1, got -0.1"),
+    (["--min-confidence", "nan"], "--min-confidence: must be between 0 and 1, got nan"),
+    (["--confidence-threshold", "2"], "--confidence-threshold: must be between 0 and 1, got 2.0"),
+    (["--min-alignment", "-1"], "--min-alignment: must be between 0 and 1, got -1.0"),
+    (["--near-duplicate-threshold", "0"], "--near-duplicate-threshold: must be above 0 and at most 1, got 0.0"),
+    (["--near-duplicate-threshold", "1.1"], "--near-duplicate-threshold: must be above 0 and at most 1, got 1.1"),
+    (["--split-ratios", "80,10"], "--split-ratios: need three numbers"),
+    (["--split-ratios", "80,-10,30"], "--split-ratios: need three numbers"),
+    (["--split-ratios", "0,10,10"], "--split-ratios: need three numbers"),
+    (["--split-ratios", "a,b,c"], "--split-ratios: need three numbers"),
+    (["--seed", "-1"], "--seed: must be 0 or more, got -1"),
+    (["--min-words", "300", "--max-words", "120"], "--min-words (300) must not exceed --max-words (120)"),
+    (["--ollama-timeout", "0"], "--ollama-timeout: must be a number of seconds above 0, got 0.0"),
+    (["--max-retries", "-1"], "--max-retries: must be 0 or more, got -1"),
+    (["--min-chunk-chars", "900"], "need --min-chunk-chars (900) <= --chunk-chars (500) <= --max-chunk-chars (1000)"),
+]
+
+
+@pytest.mark.parametrize(("flags", "message"), BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
+def test_invalid_flags_exit_2_with_a_clear_message(workspace, capsys, flags, message):
+    assert generate(workspace, *flags) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: {message}"), captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert not (workspace / "out").exists() and not (workspace / "home").exists()
+
+
+def test_unparseable_numbers_exit_2(workspace, capsys):
+    assert generate(workspace, "--num-examples", "many") == 2
+    assert "argument --num-examples: invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_input_dir_must_be_an_existing_folder(workspace, capsys):
+    assert main(["generate", "--input-dir", str(workspace / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --input-dir {workspace / 'nope'}: no such folder;") and "Modernist_Novel/" in err
+    novel = next((workspace / "Novel").rglob("*.txt"))
+    assert main(["generate", "--input-dir", str(novel)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --input-dir {novel}: is a file, not a folder;")
+    assert main(["backfill", "--input-dir", str(novel)]) == 2
+
+
+def test_a_model_the_server_does_not_have_exits_2(workspace, scripted_ollama, capsys):
+    code = generate(workspace, "--mode", "hybrid", "--ollama-host", scripted_ollama.url, "--model", "nosuch:7b",
+                    "--num-examples", "4")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --model nosuch:7b: model 'nosuch:7b' is not available on")
+    assert "smollm2:135m" in err and "ollama pull nosuch:7b" in err
+    assert not (workspace / "out").exists()
+
+
+def test_a_file_that_gives_no_example_is_a_warning_with_its_reason(tmp_path, monkeypatch, capsys):
+    """The issue's case: x.txt/ is a folder, so x.txt/inner.txt is a novel (genre x.txt, style inferred); a short
+    note gives no usable passage, which the CLI and the index say, naming the file and why."""
+    corpus = tmp_path / "Novel"
+    for rel in ("Modernist_Novel/A901_The_Glass_Weather.txt", "Travel_Novel/B901_Salt_Roads.txt"):
+        (corpus / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "Novel" / rel, corpus / rel)
+    (corpus / "x.txt").mkdir()
+    (corpus / "x.txt" / "inner.txt").write_text("A short note about nothing in particular.\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "storage"))
+    monkeypatch.chdir(tmp_path)
+    assert generate(tmp_path, "--num-examples", "12") == 0
+    captured = capsys.readouterr()
+    index = json.loads((tmp_path / "out" / "chunks" / "chunks_index.json").read_text())
+    [entry] = [f for f in index["files"] if f["source_path"] == "x.txt/inner.txt"]
+    assert entry["exported"] == 0 and entry["candidates"] == 0 and entry["shortfall_cause"] == "no_usable_passages"
+    assert entry["shortfall_reason"] == ("no usable passage: the text gives 1 chunk; 1 shorter than 200 characters "
+                                         "(--min-chunk-chars)")
+    warning = f"x.txt/inner.txt: no examples: {entry['shortfall_reason']}"
+    assert index["warnings"] == [warning]
+    assert f"warning: {warning}" in captured.err

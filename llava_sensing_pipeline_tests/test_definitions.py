@@ -22,7 +22,7 @@ from llava_sensing_pipeline.schedules import REFRESH_SCHEDULE
 from llava_sensing_pipeline.settings import PipelineSettings
 
 BLOCKING = {"chunks_are_clean": ("text_chunks", True), "labels_in_vocabulary": ("environment_features", True),
-            "values_in_documented_ranges": ("sensor_records", True), "text_fits_mode": ("generated_examples", True),
+            "sensors_match_labels": ("sensor_records", True), "examples_match_sources": ("generated_examples", True),
             "quotas_met_or_explained": ("chunked_json_exports", False),
             "files_agree_with_index": ("chunked_json_exports", False)}
 

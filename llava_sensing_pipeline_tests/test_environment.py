@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import pytest
 
@@ -16,9 +15,9 @@ from llava_sensing_pipeline.environment import (
     rule_confidence,
     validate_labels,
 )
+from llava_sensing_pipeline_tests.support.needs import require_corpus
 
-# The shared sample corpus lies beside the checkout (../shared/corpus); tests using it skip without it.
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+# Tests using the shared sample corpus (../shared/corpus) skip without it, and fail in CI (support/needs.py).
 
 
 def test_vocabulary_covers_every_field_and_includes_unknown():
@@ -293,9 +292,7 @@ def test_merge_with_rules_nothing_to_take():
 
 
 def test_real_corpus_chunks_are_labelled_with_vocabulary_values():
-    files = sorted(CORPUS.glob("*/*.txt"))
-    if not files:
-        pytest.skip(f"corpus not found under {CORPUS}")
+    files = sorted(require_corpus().glob("*/*.txt"))
     text = files[0].read_text(encoding="utf-8-sig")[20000:120000]
     found = 0
     for start in range(0, len(text), 2000):
@@ -333,9 +330,7 @@ def test_batch_analysis_equals_one_by_one():
 def test_batch_analysis_equals_one_by_one_on_the_corpus():
     from llava_sensing_pipeline.text import chunk_text, read_novel
 
-    files = sorted(CORPUS.glob("*/*.txt"))
-    if not files:
-        pytest.skip(f"corpus not found under {CORPUS}")
+    files = sorted(require_corpus().glob("*/*.txt"))
     for path in files[:4]:
         texts = [c.text for c in chunk_text(read_novel(path).text)]
         assert analyze_many(texts) == [analyze_rules(t) for t in texts], path.name

@@ -1,16 +1,19 @@
+import importlib.util
+
 import pytest
 
 from llava_sensing_pipeline.definitions import build_definitions
 from llava_sensing_pipeline.executors import EXECUTORS, executor_from_env
 from llava_sensing_pipeline.jobs import EXPORT_JOB, PER_FILE_JOB
+from llava_sensing_pipeline_tests.support.needs import require
 
 EXPECTED = {"in_process": "in_process", "multiprocess": "multiprocess", "k8s": "k8s", "celery": "celery"}
 
 
 @pytest.mark.parametrize("name", EXECUTORS)
 def test_definitions_load_with_each_executor(name, monkeypatch):
-    if name in ("k8s", "celery"):
-        pytest.importorskip(f"dagster_{name}")
+    if name in ("k8s", "celery"):  # the scale extra, which the test extra includes
+        require(importlib.util.find_spec(f"dagster_{name}"), f"dagster-{name} is not installed: pip install -e .[test]")
     monkeypatch.setenv("LLAVA_SENSING_EXECUTOR", name)
     executor = executor_from_env()
     assert EXPECTED[name] in executor.name

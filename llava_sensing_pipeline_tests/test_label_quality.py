@@ -1,18 +1,16 @@
 """The rule analyzer against hand labels of real passages (data/labelled_passages.json; see its "about",
 "sampling" and "guidelines"). The passages are read from ../shared/corpus by byte range, after checking each file's
-sha256 against MANIFEST.tsv; the test is skipped when the corpus is absent. Run with ``-s`` to see the figures."""
+sha256 against MANIFEST.tsv; without the corpus the test is skipped, and fails in CI (support/needs.py). Run with ``-s``
+to see the figures."""
 
 import csv
 import hashlib
 import json
 from pathlib import Path
 
-import pytest
-
 from llava_sensing_pipeline.environment import VOCABULARY, analyze_rules
+from llava_sensing_pipeline_tests.support.needs import require_corpus
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
 LABELS = Path(__file__).parent / "data" / "labelled_passages.json"
 FIELDS = ("time_of_day", "weather", "location")
 # Agreement reached when the labels were made (29/36, 28/36, 18/36), less a margin below one passage (1/36).
@@ -23,8 +21,8 @@ def _passages() -> list[dict]:
     return json.loads(LABELS.read_text(encoding="utf-8"))["passages"]
 
 
-def _manifest() -> dict[str, str]:
-    with open(CORPUS / "MANIFEST.tsv", encoding="utf-8", newline="") as fh:
+def _manifest(corpus: Path) -> dict[str, str]:
+    with open(corpus / "MANIFEST.tsv", encoding="utf-8", newline="") as fh:
         return {f"{row['genre']}/{row['file']}": row["sha256"] for row in csv.DictReader(fh, delimiter="\t")}
 
 
@@ -38,13 +36,13 @@ def test_labels_are_in_the_analyzer_vocabulary():
         assert 0 <= p["byte_start"] < p["byte_end"] and len(p["starts_with"]) <= 40
 
 
-@pytest.mark.skipif(not (CORPUS / "MANIFEST.tsv").is_file(), reason=f"sample corpus absent at {CORPUS}")
 def test_rule_analyzer_agreement_with_hand_labels():
-    manifest = _manifest()
+    corpus = require_corpus()
+    manifest = _manifest(corpus)
     agree = {name: 0 for name in FIELDS}
     passages = _passages()
     for p in passages:
-        data = (CORPUS / p["file"]).read_bytes()
+        data = (corpus / p["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == manifest[p["file"]] == p["sha256"], f"{p['file']} changed"
         text = data[p["byte_start"] : p["byte_end"]].decode("utf-8")
         assert text.startswith(p["starts_with"]), (p["file"], p["byte_start"])

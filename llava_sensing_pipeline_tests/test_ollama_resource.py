@@ -127,7 +127,7 @@ def test_pool_survives_a_host_stopping_mid_run_and_returns_to_it(tmp_path):
     the dead host, and uses it again once it is back."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from llava_sensing_pipeline.devtools.ollama_test_server import OllamaTestServer
+    from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer
 
     a = OllamaTestServer(backend="scripted", latency=0.05).start()
     b = OllamaTestServer(backend="scripted", latency=0.05).start()
@@ -168,3 +168,66 @@ def test_check_ready_with_one_host_down_uses_the_other(scripted_ollama, tmp_path
     assert r.check_ready() == scripted_ollama.digest
     assert r.chat(MESSAGES, options={}).text.startswith("Scripted reply")
     assert r.host_metadata()["http://127.0.0.1:9"]["healthy"] is False
+
+
+def test_a_failed_call_counts_only_the_attempts_it_made(scripted_ollama, tmp_path):
+    """An error that is not retried (HTTP 400) is one attempt; a retried one (HTTP 500) is max_retries + 1."""
+    from llava_sensing_pipeline_tests.support.ollama_test_server import RequestError
+
+    def refuse(request):
+        raise RequestError(400, "invalid request: injected test fault")
+
+    scripted_ollama.set_script(refuse)
+    with pytest.raises(LLMCallFailed, match="answered 400") as info:
+        resource(scripted_ollama.url, tmp_path, max_retries=3).chat(MESSAGES, options={})
+    assert info.value.attempts == 1 == scripted_ollama.stats()["chat"]
+    scripted_ollama.reset()
+    scripted_ollama.set_script("fine")
+    scripted_ollama.inject_fault("http500", count=10, path="/api/chat")
+    with pytest.raises(LLMCallFailed, match="after 3 attempts") as info:
+        resource(scripted_ollama.url, tmp_path, max_retries=2).chat(MESSAGES, options={"seed": 2})
+    assert info.value.attempts == 3 == scripted_ollama.stats()["chat"]
+
+
+def test_partition_metadata_counts_the_llm_calls_the_server_saw(scripted_ollama, tmp_path):
+    """The hybrid analysis of one file, whose first request is refused (HTTP 400, not retried): the partition's
+    llm_calls are exactly the requests the server answered, the refused one counted once."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from dagster import DagsterInstance, materialize
+
+    from llava_sensing_pipeline.assets import environment_features, novel_files, text_chunks
+    from llava_sensing_pipeline.io_managers import PartitionedParquetIOManager
+    from llava_sensing_pipeline.partitions import PARTITIONS_NAME, discover_novels
+    from llava_sensing_pipeline.settings import PipelineSettings
+    from llava_sensing_pipeline_tests.support.ollama_test_server import RequestError
+
+    corpus = tmp_path / "Novel"
+    rel = "Travel_Novel/B901_Salt_Roads.txt"
+    (corpus / rel).parent.mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "Novel" / rel, corpus / rel)
+    refused = []
+
+    def script(request):
+        if not refused:
+            refused.append(request)
+            raise RequestError(400, "invalid request: injected test fault")
+        return json.dumps({"weather": "rain", "time_of_day": "night", "confidence": 0.9})
+
+    scripted_ollama.set_script(script)
+    settings = PipelineSettings(input_dir=str(corpus), output_dir=str(tmp_path / "out"), mode="hybrid",
+                                num_examples=8)
+    resources = {"settings": settings, "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(tmp_path / "s")),
+                 "ollama": resource(scripted_ollama.url, tmp_path, max_retries=3)}
+    instance = DagsterInstance.ephemeral()
+    [key] = [f.key for f in discover_novels(corpus)]
+    instance.add_dynamic_partitions(PARTITIONS_NAME, [key])
+    result = materialize([novel_files, text_chunks, environment_features], partition_key=key, resources=resources,
+                         instance=instance)
+    assert result.success and refused
+    [materialization] = result.asset_materializations_for_node("environment_features")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["analysis_failed_requests"] == 1
+    assert metadata["analysis_llm_calls"] == scripted_ollama.stats()["chat"]

@@ -103,3 +103,29 @@ def test_sensor_registers_new_files_and_requests_runs(tmp_path):
     after = {r.partition_key: r.run_key for r in novel_file_sensor(context).run_requests}
     assert after["Modernist_Novel/A1"] != before["Modernist_Novel/A1"]
     assert after["Modernist_Novel/A2"] == before["Modernist_Novel/A2"]
+
+
+def test_discover_takes_regular_files_only_and_folders_as_folders(tmp_path):
+    """A folder named like a novel is a folder (its .txt files are novels of that genre); a FIFO or a socket named
+    *.txt is not a novel (reading a FIFO would block the run). A link to a file is read; a broken link is kept, so
+    its partition fails with a message naming it rather than vanishing."""
+    import os
+    import socket
+
+    root = _corpus(tmp_path)
+    (root / "x.txt").mkdir()
+    (root / "x.txt" / "inner.txt").write_text("some text")
+    os.mkfifo(root / "Travel_Novel" / "pipe.txt")
+    (root / "Travel_Novel" / "gone.txt").symlink_to(root / "nowhere.txt")
+    (root / "Travel_Novel" / "link.txt").symlink_to(root / "Travel_Novel" / "B1.txt")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(root / "Travel_Novel" / "sock.txt"))
+    try:
+        found = {f.relative_path: f.genre for f in discover_novels(root)}
+    finally:
+        server.close()
+    assert found == {"Modernist_Novel/A1.txt": "Modernist_Novel", "Modernist_Novel/A2.txt": "Modernist_Novel",
+                     "Modernist_Novel/A3.txt": "Modernist_Novel", "Travel_Novel/B1.txt": "Travel_Novel",
+                     "Travel_Novel/B2.txt": "Travel_Novel", "Travel_Novel/link.txt": "Travel_Novel",
+                     "Travel_Novel/gone.txt": "Travel_Novel",
+                     "x.txt/inner.txt": "x.txt"}

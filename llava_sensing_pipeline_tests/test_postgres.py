@@ -3,7 +3,7 @@
 The session fixture starts Debian's ``postgresql`` server binaries (``/usr/lib/postgresql/<version>/bin``) on a free
 loopback port with a temporary data directory, as the ``postgres`` OS user when the tests run as root (``initdb``
 and ``pg_ctl`` refuse root), and stops it at the end. Without the binaries the test is skipped, except in CI
-(``CI`` set), where it fails: install them with ``apt-get install -y postgresql``.
+(``CI`` set), where it fails (``support.needs.require``): install them with ``apt-get install -y postgresql``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatu
 
 from llava_sensing_pipeline.cli import main
 from llava_sensing_pipeline.schedules import partition_states
+from llava_sensing_pipeline_tests.support.needs import require
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_POSTGRES = Path("/usr/lib/postgresql")
@@ -83,11 +84,8 @@ def _as_server_user(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def postgres_server() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL server on loopback with an empty database ``dagster_test``."""
     bin_dir = postgres_bin_dir()
-    if bin_dir is None:
-        message = f"PostgreSQL server binaries not found under {DEBIAN_POSTGRES}/<version>/bin: apt-get install -y postgresql"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require(bin_dir is not None, f"PostgreSQL server binaries not found under {DEBIAN_POSTGRES}/<version>/bin: "
+                                 "apt-get install -y postgresql")
     workdir = Path(tempfile.mkdtemp(prefix="llava-pg-"))
     if os.geteuid() == 0:
         account = pwd.getpwnam(SERVER_USER)

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from llava_sensing_pipeline.style import (
@@ -12,9 +10,9 @@ from llava_sensing_pipeline.style import (
     infer_style,
     style_for,
 )
+from llava_sensing_pipeline_tests.support.needs import require_corpus
 
-# The shared sample corpus lies beside the checkout (../shared/corpus); tests using it skip without it.
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+# Tests using the shared sample corpus (../shared/corpus) skip without it, and fail in CI (support/needs.py).
 
 MODERNIST = (
     "She thought of him again and remembered the soft murmur of his voice; it seemed to her that "
@@ -97,12 +95,10 @@ def test_style_for_unknown_folder_is_inferred():
 
 
 def test_inference_agrees_with_folders_on_most_corpus_chunks():
-    files = sorted(CORPUS.glob("*/*.txt"))
-    if not files:
-        pytest.skip(f"corpus not found under {CORPUS}")
+    corpus = require_corpus()
     for genre, style in GENRE_STYLES.items():
         hits = total = 0
-        for path in sorted((CORPUS / genre).glob("*.txt")):
+        for path in sorted((corpus / genre).glob("*.txt")):
             text = path.read_text(encoding="utf-8-sig")[30000:70000]
             for start in range(0, len(text), 4000):
                 total += 1

@@ -8,8 +8,10 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from llava_sensing_pipeline.checks import chunk_problems
 from llava_sensing_pipeline.seeding import rng_for
 from llava_sensing_pipeline.text import (
     NovelReadError,
@@ -21,11 +23,11 @@ from llava_sensing_pipeline.text import (
     parse_novel,
     read_novel,
 )
+from llava_sensing_pipeline_tests.support.needs import require_corpus
 
 NBSP = "\u00a0"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "Novel"
-CORPUS_DIR = REPO_ROOT.parent / "shared" / "corpus"
 FORBIDDEN_IN_CHUNKS = (
     "*** START",
     "*** END",
@@ -35,6 +37,10 @@ FORBIDDEN_IN_CHUNKS = (
     "[Illustration",
     "https://",
 )
+
+
+def _chunk_frame(chunks: list[TextChunk]) -> pd.DataFrame:
+    return pd.DataFrame(chunks, columns=["chunk_index", "text", "char_start", "char_end"])
 
 
 def _write(tmp_path: Path, name: str, data: str | bytes) -> Path:
@@ -70,6 +76,7 @@ def _assert_chunk_invariants(chunks: list[TextChunk], text: str, max_chars: int)
         assert chunk.text == chunk.text.strip()
     for before, after in zip(chunks, chunks[1:]):
         assert before.char_end <= after.char_start
+    assert chunk_problems(_chunk_frame(chunks), max_chars, text) == []  # the check agrees with the chunker
 
 
 # --- research format --------------------------------------------------------------------------
@@ -262,13 +269,49 @@ def test_gutenberg_paragraph_naming_the_project_is_dropped() -> None:
 def test_decode_bytes_encodings_and_normalisation() -> None:
     assert decode_bytes("a\r\nb\rc\nd".encode(), "f.txt") == ("a\nb\nc\nd", "utf-8")
     assert decode_bytes(b"\xef\xbb\xbfwarm" + f"{NBSP}air".encode(), "f.txt") == ("warm air", "utf-8-sig")
-    assert decode_bytes("caf\u00e9 on the quay".encode("latin-1"), "f.txt") == ("caf\u00e9 on the quay", "latin-1")
+    # Latin-1 bytes without 0x80-0x9F are the same text in Windows-1252, which is tried first
+    assert decode_bytes("caf\u00e9 on the quay".encode("latin-1"), "f.txt") == ("caf\u00e9 on the quay", "cp1252")
+
+
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def test_windows_1252_quotes_and_dashes_are_decoded_as_such() -> None:
+    raw = b"\x93The room faced north,\x94 she said, \x91and so\x92 \x96 it never had the sun\x85"
+    assert decode_bytes(raw, "f.txt") == (
+        "\u201cThe room faced north,\u201d she said, \u2018and so\u2019 \u2013 it never had the sun\u2026", "cp1252")
+
+
+def test_latin1_is_the_last_resort_and_leaves_no_control_character() -> None:
+    # 0x81 and 0x9D are undefined in Windows-1252: Latin-1 reads every byte; the C1 characters it gives for the
+    # bytes Windows-1252 defines are read as Windows-1252, the others are dropped
+    raw = b"The caf\xe9 \x81on the\x9d quay, \x93wet\x94 and \x97 cold."
+    text, encoding = decode_bytes(raw, "f.txt")
+    assert encoding == "latin-1"
+    assert text == "The caf\u00e9 on the quay, \u201cwet\u201d and \u2014 cold."
+
+
+def test_c1_characters_in_utf8_text_are_repaired_or_dropped() -> None:
+    # U+0093/U+0094 in UTF-8 are Windows-1252 quotes decoded as Latin-1 by some earlier tool; U+0081 means nothing
+    text, encoding = decode_bytes("\u0093Yes,\u0094 she said\u0081.".encode(), "f.txt")
+    assert (text, encoding) == ("\u201cYes,\u201d she said.", "utf-8")
+
+
+def test_stray_c0_control_characters_never_reach_the_text_or_a_chunk() -> None:
+    # a few stray control bytes (far below the 1 % that makes a file look binary)
+    body = "The lamp\x01 burned low and the room\x1b was cold.\x7f " + "The wind rose over the roofs. " * 30
+    novel = parse_novel(body.encode(), "f.txt")
+    assert not CONTROL_CHARACTER.search(novel.text)
+    # chunk_text is also safe on its own, whatever text it is given
+    chunks = chunk_text("The lamp\x01 burned\x7f low\x81 and the\x9d room\x0e was cold.\n\nNext\x00 paragraph.",
+                        target_chars=40, min_chars=10, max_chars=80)
+    assert [c.text for c in chunks] == ["The lamp burned low and the room was cold.", "Next paragraph."]
 
 
 def test_latin1_file_is_read(tmp_path: Path) -> None:
     raw = "The caf\u00e9 on the Quai de l'H\u00f4tel was warm and humid after the rain.\r\n"
     novel = read_novel(_write(tmp_path, "latin.txt", raw.encode("latin-1")))
-    assert novel.encoding == "latin-1"
+    assert novel.encoding == "cp1252"
     assert novel.source_format == "plain"
     assert novel.text == raw.strip()
     assert not novel.start_marker and not novel.end_marker
@@ -483,15 +526,15 @@ def test_bundled_sample_corpus() -> None:
         assert not any("link" in k for k in novel.metadata)
         chunks = chunk_text(novel.text, target_chars=500)
         assert len(chunks) >= 15, path.name
+        assert chunk_problems(_chunk_frame(chunks), 1000, novel.text) == [], path.name
         for chunk in chunks:
             assert not any(bad in chunk.text for bad in FORBIDDEN_IN_CHUNKS), (path.name, chunk.index)
             assert "LICENSE" not in chunk.text and "\r" not in chunk.text
     assert formats == {"research", "gutenberg"}
 
 
-@pytest.mark.skipif(not CORPUS_DIR.is_dir(), reason="shared corpus not present")
 def test_real_corpus_chunks_are_clean() -> None:
-    files = sorted(CORPUS_DIR.glob("*/*.txt"))
+    files = sorted(require_corpus().glob("*/*.txt"))
     assert files
     for path in files:
         novel = read_novel(path)
@@ -502,6 +545,7 @@ def test_real_corpus_chunks_are_clean() -> None:
         for chunk in chunks:
             assert len(chunk.text) <= 1000
             assert not any(bad in chunk.text for bad in FORBIDDEN_IN_CHUNKS), (path.name, chunk.index)
+        assert chunk_problems(_chunk_frame(chunks), 1000, novel.text) == [], path.name
 
 
 def test_unclosed_illustration_marker_is_dropped_to_the_end_of_its_paragraph():

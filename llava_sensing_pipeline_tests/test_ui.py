@@ -1,7 +1,8 @@
 """The real UI: the Dagster webserver on ``workspace.yaml`` after a CLI run, driven by headless Debian Chromium.
 
 Needs ``/usr/bin/chromium`` (``.ci/run`` installs it) and Playwright (the ``test`` extra; it drives the system
-browser, no browser download). Outside CI the test is skipped when either is missing; in CI it fails instead.
+browser, no browser download). Outside CI the test is skipped when either is missing; in CI it fails instead
+(``support.needs.require``).
 """
 
 import json
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from llava_sensing_pipeline.cli import main
+from llava_sensing_pipeline_tests.support.needs import require
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -81,10 +83,7 @@ def _wait_until_loaded(base: str, server: subprocess.Popen, log: Path) -> None:
 def webserver(tmp_path, monkeypatch):
     """A CLI run on a copy of the samples, then ``dagster-webserver -w workspace.yaml`` on the same DAGSTER_HOME."""
     reason = _requirements()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"UI test cannot run in CI: {reason}")
-        pytest.skip(reason)
+    require(not reason, f"the UI test cannot run: {reason}")
     corpus = tmp_path / "Novel"
     shutil.copytree(REPO / "Novel", corpus, ignore=shutil.ignore_patterns("*.md"))
     env = {"DAGSTER_HOME": str(tmp_path / "home"), "LLAVA_SENSING_STORAGE_DIR": str(tmp_path / "storage"),

@@ -20,7 +20,7 @@ from ..ollama_resource import CallStats, LLMCallFailed, OllamaResource
 from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
-from ._partitioned import for_each_partition, json_column, progress_logger, run_check
+from ._partitioned import for_each_partition, json_column, pick, progress_logger, run_check
 from .novels import LLM_POOL, PER_FILE
 
 
@@ -77,7 +77,7 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
         try:
             reply = ollama.chat(analysis_messages(texts[pos]), options=options, fmt=ANALYSIS_SCHEMA)
         except LLMCallFailed as exc:
-            stats.record_failure(ollama.max_retries + 1)
+            stats.record_failure(exc.attempts)
             return Outcome(False, error=str(exc))
         stats.record(reply)
         result = interpret_analysis(reply.text, features_at(rules, pos))
@@ -138,6 +138,7 @@ def environment_features(
         }
 
     frames = for_each_partition(context, one, text_chunks)
-    check = run_check(context, LABELS_IN_VOCABULARY, frames, lambda key, frame: label_problems(frame), "chunks")
+    check = run_check(context, LABELS_IN_VOCABULARY, frames, lambda key, frame: label_problems(
+        frame, pick(text_chunks, key)["chunk_index"].tolist()), "chunks")
     yield Output(frames)
     yield from check.report(context)

@@ -9,6 +9,7 @@ from dagster import (
     AllPartitionMapping,
     AssetExecutionContext,
     AssetIn,
+    AssetKey,
     AutomationCondition,
     Failure,
     MetadataValue,
@@ -20,9 +21,10 @@ from ..curation import Deduplicator, plan_splits
 from ..dataset_card import corpus_manifest, input_licence_note, write_dataset_card
 from ..export import order_examples, select_examples, write_export
 from ..generation import allocate_quotas
-from ..partitions import discover_novels, registered_keys, relative_path_for
+from ..partitions import discover_novels, latest_materializations, registered_keys, relative_path_for
 from ..planning import EXPORTED_PARTITIONS, FAILED_PARTITIONS, failure_reasons, partition_states
 from ..settings import PipelineSettings
+from .generation import USABLE_NOTE_KEY
 
 NOT_MATERIALIZED = "not materialized: the partition failed or has not run yet (see the Dagster UI or `llava-sensing status`)"
 
@@ -41,6 +43,19 @@ def _code_versions(context: AssetExecutionContext) -> dict[str, str]:
     """Each asset's code version (its code and the settings of its stage), for the dataset card."""
     graph = context.job_def.asset_layer.asset_graph
     return {key.to_user_string(): graph.get(key).code_version or "" for key in sorted(graph.materializable_asset_keys)}
+
+
+def usable_notes(instance, keys: list[str]) -> dict[str, str]:
+    """Each partition's note on its usable passages, from its latest ``generated_examples`` materialization."""
+    if not keys:
+        return {}
+    records = latest_materializations(instance, AssetKey("generated_examples"), keys)
+    notes = {}
+    for key, record in records.items():
+        value = record.asset_materialization.metadata.get(USABLE_NOTE_KEY) if record.asset_materialization else None
+        if value is not None:
+            notes[key] = value.value
+    return notes
 
 
 def _distribution(records, path) -> dict[str, int]:
@@ -85,19 +100,21 @@ def chunked_json_exports(
             "or relax --min-alignment / --confidence-threshold; in simple mode, lower --min-confidence.")
     ordered = order_examples(records, settings.seed)
     plan = plan_splits(ordered, settings.split_ratios, settings.seed)
+    notes = usable_notes(context.instance, [r.partition_key for r in reports if r.shortfall])
     files = [{"partition_key": r.partition_key, "source_path": r.source_path, "quota": r.quota,
               "candidates": r.candidates, "exported": r.exported, "shortfall": r.shortfall,
               "duplicates_removed": r.duplicates,
-              **({"shortfall_reason": f"only {r.candidates} candidate chunks"
-                  + (f", {r.duplicates} of them duplicates of other examples" if r.duplicates else "")}
-                 if r.shortfall else {})}
+              **({"shortfall_cause": r.shortfall_cause,
+                  "shortfall_reason": r.shortfall_reason(notes.get(r.partition_key, ""))} if r.shortfall else {})}
              for r in reports]
+    warnings = [f"{f['source_path']}: no examples: {f['shortfall_reason']}" for f in files
+                if f["quota"] and not f["exported"]]
     dedup_summary = dedup.summary()
     result = write_export(
         ordered, settings.output_dir, settings.mode, settings.export_chunk_size,
         index_extra={"seed": settings.seed, "requested_examples": sum(quotas.values()), "files": files,
-                     "failed_files": failed, "deduplication": dedup_summary, "split_ratios": plan.ratios,
-                     "splits": plan.summary, "split_warnings": plan.warnings},
+                     "failed_files": failed, "warnings": warnings, "deduplication": dedup_summary,
+                     "split_ratios": plan.ratios, "splits": plan.summary, "split_warnings": plan.warnings},
         splits=plan.split_records(ordered),
     )
     index = json.loads(result.index_path.read_text(encoding="utf-8"))
@@ -106,6 +123,8 @@ def chunked_json_exports(
                               _code_versions(context), input_licence_note(settings.input_dir))
     for f in failed:
         context.log.warning(f"not exported: {f['source_path']} ({f['reason']})")
+    for warning in warnings:
+        context.log.warning(warning)
     for warning in plan.warnings:
         context.log.warning(f"splits: {warning}")
     context.add_output_metadata({

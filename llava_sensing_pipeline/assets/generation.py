@@ -13,7 +13,7 @@ from collections import Counter
 import pandas as pd
 from dagster import AssetExecutionContext, Backoff, Jitter, MetadataValue, Output, RetryPolicy, asset
 
-from ..checks import TEXT_FITS_MODE, example_problems
+from ..checks import EXAMPLES_MATCH_SOURCES, example_problems
 from ..environment import ENV_FIELDS
 from ..generation import (
     GENERATION_METHODS,
@@ -34,6 +34,8 @@ from .environment import analysis_record, check_failure_share
 from .novels import LLM_POOL, PER_FILE
 from .sensor_records import sensor_record_from_row
 
+USABLE_NOTE_KEY = "usable_note"
+"""Partition metadata: :func:`usable_note`, which the export quotes when the file falls short of its quota."""
 EXAMPLE_COLUMNS = ["id", "chunk_index", "selection_rank", "target_chars", "record_json"]
 GENERATION_NUM_PREDICT = 512
 PERSONA = "You are an excellent English literary writer."
@@ -50,6 +52,34 @@ def _candidates(table: pd.DataFrame, key: str, settings: PipelineSettings) -> li
         ok = [is_usable(n, c, settings.min_chunk_chars, settings.min_confidence)
               for n, c in zip(table["chars"].tolist(), confidence)]
     return [(rank, pos) for rank, pos in enumerate(order) if ok[pos]]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def usable_note(table: pd.DataFrame, settings: PipelineSettings) -> str:
+    """Why the file's chunks are or are not usable passages, in counts (for a shortfall's reason in the index):
+    "the text gives 3 chunks; 1 shorter than 200 characters (--min-chunk-chars), 1 with rule-analysis confidence
+    below 0.15 (--min-confidence)"."""
+    if not len(table):
+        return "the text gives no passage (only headings, separators or illustration markers)"
+    parts = []
+    chars, confidence = table["chars"].to_numpy(), table["confidence"].to_numpy()
+    if settings.mode == "simple":
+        short = int((chars < settings.min_chunk_chars).sum())
+        vague = int(((chars >= settings.min_chunk_chars) & (confidence < settings.min_confidence)).sum())
+        if short:
+            parts.append(f"{short} shorter than {settings.min_chunk_chars} characters (--min-chunk-chars)")
+        if vague:
+            parts.append(f"{vague} with rule-analysis confidence below {settings.min_confidence} (--min-confidence)")
+    else:
+        analysed = table["env_source"].to_numpy() == "llm"
+        low = int((analysed & (confidence < settings.llm_confidence_threshold)).sum())
+        parts.append(f"{int(analysed.sum())} analysed by the LLM")
+        if low:
+            parts.append(f"{low} below --confidence-threshold {settings.llm_confidence_threshold}")
+    return f"the text gives {_plural(len(table), 'chunk')}" + (f"; {', '.join(parts)}" if parts else "")
 
 
 def _example_row(row, rank, key, settings, target, prompt, generation) -> dict:
@@ -123,7 +153,7 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
             try:
                 reply = ollama.chat(messages, options=options)
             except LLMCallFailed as exc:
-                stats.record_failure(ollama.max_retries + 1)
+                stats.record_failure(exc.attempts)
                 return Outcome(False, error=str(exc))
             stats.record(reply)
             quality = check_quality(reply.text, sensor, min_words=settings.min_words, max_words=settings.max_words,
@@ -157,7 +187,7 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
 
 @asset(**PER_FILE, kinds={"pandas", "parquet"},
        retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
-       pool=LLM_POOL, check_specs=[TEXT_FITS_MODE])
+       pool=LLM_POOL, check_specs=[EXAMPLES_MATCH_SOURCES])
 def generated_examples(
     context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, style_labels, text_chunks,
     environment_features, sensor_records,
@@ -174,14 +204,17 @@ def generated_examples(
         else:
             frame, metadata = extractive_examples(table, key, settings, quota)
         accepted = min(len(frame), quota)
+        note = usable_note(table, settings)
+        if settings.mode == "llm" and metadata.get("rejected_chunks"):
+            note += f"; {_plural(metadata['rejected_chunks'], 'chunk')} with no accepted paragraph (rejected or failed)"
         return frame, {
             "chunks": len(table), "candidates": len(frame), "quota": quota, "accepted": accepted,
-            "shortfall": max(0, quota - accepted), **metadata,
+            "shortfall": max(0, quota - accepted), USABLE_NOTE_KEY: note, **metadata,
         }
 
     frames = for_each_partition(context, one, style_labels, text_chunks, environment_features, sensor_records)
-    check = run_check(context, TEXT_FITS_MODE, frames, lambda key, frame: example_problems(
-        frame, pick(text_chunks, key), min_words=settings.min_words, max_words=settings.max_words,
-        min_alignment=settings.min_alignment), "examples")
+    check = run_check(context, EXAMPLES_MATCH_SOURCES, frames, lambda key, frame: example_problems(
+        frame, chunks=pick(text_chunks, key), sensors=pick(sensor_records, key),
+        features=pick(environment_features, key), styles=pick(style_labels, key), mode=settings.mode), "examples")
     yield Output(frames)
     yield from check.report(context)

