@@ -42,6 +42,7 @@ SOURCE_KEY = AssetKey("novel_sources")
 PER_FILE_KEYS = [AssetKey(name) for name in (
     "novel_files", "text_chunks", "environment_features", "sensor_records", "style_labels", "generated_examples")]
 EXPORT_KEY = AssetKey("chunked_json_exports")
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"  # run tags
 EXPORTED_PARTITIONS = "partitions"  # the export's metadata: the partition keys it covered
 FAILED_PARTITIONS = "failed_partitions"  # a failed step's, and the export's, metadata: partition -> reason / keys
 

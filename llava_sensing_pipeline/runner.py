@@ -24,6 +24,8 @@ from .jobs import EXPORT_JOB, PER_FILE_JOB
 from .partitions import NovelFile, discover_novels, registered_keys
 from .planning import (
     PER_FILE_KEYS,
+    RANGE_END,
+    RANGE_START,
     contiguous_ranges,
     export_out_of_date,
     failed_partitions,
@@ -38,7 +40,6 @@ from .settings import PipelineSettings
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 VERBOSE_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 LAUNCHED_BY = {"llava_sensing/launched_by": "cli"}
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 @dataclass

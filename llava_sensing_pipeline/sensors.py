@@ -37,6 +37,8 @@ from .jobs import PER_FILE_JOB, per_file_job
 from .partitions import discover_novels, registered_keys
 from .planning import (
     PER_FILE_KEYS,
+    RANGE_END,
+    RANGE_START,
     contiguous_ranges,
     failed_partitions,
     out_of_date,
@@ -46,7 +48,6 @@ from .planning import (
 )
 from .settings import PipelineSettings
 
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 def range_request(keys: list[str], run_key: str | None = None, tags: dict[str, str] | None = None) -> RunRequest:

@@ -1,16 +1,12 @@
 import pytest
-from dagster import DagsterInstance, build_sensor_context
 
 from llava_sensing_pipeline.partitions import (
     PARTITIONS_NAME,
     discover_novels,
     genre_of,
-    novel_file_sensor,
     partition_key_for,
     relative_path_for,
-    sync_partitions,
 )
-from llava_sensing_pipeline.settings import PipelineSettings
 
 AWKWARD = [
     "Modernist_Novel/A018_ABSALOM_ABSALOM!.txt",
@@ -71,38 +67,6 @@ def test_discover_sorted_and_max_files_per_genre(tmp_path):
 def test_discover_missing_folder_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="--input-dir"):
         discover_novels(tmp_path / "nope")
-
-
-def test_sync_adds_new_and_deletes_removed(tmp_path):
-    root = _corpus(tmp_path)
-    instance = DagsterInstance.ephemeral()
-    files = discover_novels(root)
-    added, removed = sync_partitions(instance, files, {f.key for f in files})
-    assert sorted(added) == sorted(f.key for f in files) and removed == []
-    (root / "Travel_Novel/B2.txt").unlink()
-    files = discover_novels(root)
-    added, removed = sync_partitions(instance, files[:1], {f.key for f in files})
-    assert added == [] and removed == ["Travel_Novel/B2"]
-    assert sorted(instance.get_dynamic_partitions(PARTITIONS_NAME)) == sorted(f.key for f in files)
-
-
-def test_sensor_registers_new_files_and_requests_runs(tmp_path):
-    root = _corpus(tmp_path)
-    instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(PARTITIONS_NAME, ["Modernist_Novel/A1", "Travel_Novel/Gone"])
-    context = build_sensor_context(instance=instance, resources={"settings": PipelineSettings(input_dir=str(root))})
-    result = novel_file_sensor(context)
-    (add,) = [r for r in result.dynamic_partitions_requests if type(r).__name__.startswith("Add")]
-    (delete,) = [r for r in result.dynamic_partitions_requests if type(r).__name__.startswith("Delete")]
-    assert sorted(add.partition_keys) == ["Modernist_Novel/A2", "Modernist_Novel/A3", "Travel_Novel/B1", "Travel_Novel/B2"]
-    assert list(delete.partition_keys) == ["Travel_Novel/Gone"]
-    assert sorted(r.partition_key for r in result.run_requests) == sorted(f.key for f in discover_novels(root))
-    # run keys change when a file changes, so an edited file is materialized again
-    before = {r.partition_key: r.run_key for r in result.run_requests}
-    (root / "Modernist_Novel/A1.txt").write_text("edited text, longer")
-    after = {r.partition_key: r.run_key for r in novel_file_sensor(context).run_requests}
-    assert after["Modernist_Novel/A1"] != before["Modernist_Novel/A1"]
-    assert after["Modernist_Novel/A2"] == before["Modernist_Novel/A2"]
 
 
 def test_discover_takes_regular_files_only_and_folders_as_folders(tmp_path):
