@@ -206,9 +206,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
             targets = backfill_targets(args, files, instance)
             if not targets:
                 print("backfill: nothing to do (no partition matches)")
-        runner = Runner(build_definitions(), instance, settings, batch_size=batch, verbose=args.verbose)
+        log_path = new_log_path(home)
+        runner = Runner(build_definitions(), instance, settings, batch_size=batch, log_path=str(log_path),
+                        verbose=args.verbose)
         report = runner.run(files, force=getattr(args, "force", False), only=targets)
-    return print_summary(report, settings)
+    status = print_summary(report, settings)
+    print(f"log:     {log_path} (Dagster's full output; the runs are also in the UI)")
+    return status
+
+
+def new_log_path(home: Path) -> Path:
+    """``$DAGSTER_HOME/logs/llava-sensing-<UTC time>.log`` for this command's Dagster output."""
+    import time
+
+    folder = home / "logs"
+    folder.mkdir(exist_ok=True)
+    return folder / time.strftime("llava-sensing-%Y%m%d-%H%M%S.log", time.gmtime())
 
 
 def storage_dir() -> str:
@@ -349,6 +362,21 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     # Dagster marks backfill policies and partitioned checks as beta or preview; nothing for the user to act on.
     warnings.filterwarnings("ignore", message=r".*(beta|preview)", category=Warning)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: what finished is recorded; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception:  # an internal bug: one trace, and where to report it
+        import traceback
+
+        traceback.print_exc()
+        print("\ninternal error in llava-sensing (not a problem with your files or flags): please report it with "
+              "the trace above and the command you ran", file=sys.stderr)
+        return 3
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("generate", "backfill"):
         problem = validate_args(args)
         if problem:

@@ -25,6 +25,7 @@ from .io_managers import PartitionedParquetIOManager
 from .jobs import export_job, per_file_job
 from .ollama_resource import DEFAULT_MODEL, OllamaResource
 from .partitions import discover_novels
+from .progress import LOGGERS
 from .schedules import build_refresh_schedule
 from .sensors import export_automation_sensor, isolate_failed_partitions, novel_file_sensor
 from .settings import PipelineSettings, effective_env, settings_from_env
@@ -90,6 +91,7 @@ def build_definitions(env: dict[str, str] | None = None) -> Definitions:
             "parquet_io_manager": PartitionedParquetIOManager(base_dir=storage_dir),
         },
         executor=executor_from_env(env),
+        loggers=LOGGERS,
     )
 
 

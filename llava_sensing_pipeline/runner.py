@@ -35,10 +35,9 @@ from .planning import (
     run_failure_message,
     sync_sources,
 )
+from .progress import cli_run_config
 from .settings import PipelineSettings
 
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-VERBOSE_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 LAUNCHED_BY = {"llava_sensing/launched_by": "cli"}
 
 
@@ -73,12 +72,12 @@ class Runner:
     """Runs the per-file job and the export for one CLI invocation."""
 
     def __init__(self, defs: Definitions, instance: DagsterInstance, settings: PipelineSettings, batch_size: int,
-                 verbose: bool = False, echo: Callable[[str], None] = print):
+                 log_path: str, verbose: bool = False, echo: Callable[[str], None] = print):
         self.asset_graph = defs.resolve_asset_graph()
         self.instance = instance
         self.settings = settings
         self.batch_size = max(1, batch_size)
-        self.run_config = VERBOSE_LOGS if verbose else QUIET_LOGS
+        self.run_config = cli_run_config(log_path, verbose)
         self.echo = echo
 
     def _execute(self, job_name: str, tags: dict[str, str], assets: list | None = None):
