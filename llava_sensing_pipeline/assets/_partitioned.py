@@ -68,8 +68,9 @@ def for_each_partition(
         try:
             frame, metadata = fn(key, *(pick(v, key) for v in inputs))
         except Exception as exc:  # reported per partition below; the step still fails
-            failures[key] = f"{type(exc).__name__}: {exc}"
-            permanent = permanent and isinstance(exc, PERMANENT_ERRORS)
+            failures[key] = str(exc) if isinstance(exc, Failure) else f"{type(exc).__name__}: {exc}"
+            permanent = permanent and (isinstance(exc, PERMANENT_ERRORS)
+                                       or isinstance(exc, Failure) and not exc.allow_retries)
             context.log.error(f"{step} [{i}/{len(keys)}] {key}: {failures[key]}")
             continue
         results[key] = frame
