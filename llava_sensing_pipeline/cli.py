@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_DAGSTER_HOME = "data/dagster_home"
@@ -167,8 +168,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     home = ensure_dagster_home()
     env = run_env(args, settings)
-    os.environ.update(env)
     record_env({**env, "LLAVA_SENSING_STORAGE_DIR": str(storage_dir())}, str(home))
+    with scoped_env(env):  # what the definitions (and any worker process) are built from, for this command only
+        return _generate(args, settings, home)
+
+
+def _generate(args: argparse.Namespace, settings, home: Path) -> int:
     from dagster import DagsterInstance
 
     from .definitions import build_definitions, ollama_from_env
@@ -222,6 +227,21 @@ def new_log_path(home: Path) -> Path:
     folder = home / "logs"
     folder.mkdir(exist_ok=True)
     return folder / time.strftime("llava-sensing-%Y%m%d-%H%M%S.log", time.gmtime())
+
+
+@contextmanager
+def scoped_env(env: dict[str, str]):
+    """``os.environ`` updated with ``env`` inside the block, as it was after it."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def storage_dir() -> str:

@@ -73,11 +73,15 @@ def versioned(assets: list[AssetsDefinition], versions: dict[str, str]) -> list[
             for a in assets]
 
 
-def build_definitions(env: dict[str, str] | None = None) -> Definitions:
+def build_definitions(env: dict[str, str] | None = None, *, settings: PipelineSettings | None = None,
+                      storage_dir: str | None = None, ollama: OllamaResource | None = None) -> Definitions:
+    """The definitions from ``env`` (default: the process environment over what the CLI recorded in
+    ``$DAGSTER_HOME``); ``settings``, ``storage_dir`` and ``ollama``, when given, take the place of what the
+    variables say (for programs and tests that build them directly)."""
     env = effective_env(env)
-    settings = settings_from_env(env)
-    ollama = ollama_from_env(env)
-    storage_dir = env.get("LLAVA_SENSING_STORAGE_DIR") or DEFAULT_STORAGE_DIR
+    settings = settings or settings_from_env(env)
+    ollama = ollama or ollama_from_env(env)
+    storage_dir = storage_dir or env.get("LLAVA_SENSING_STORAGE_DIR") or DEFAULT_STORAGE_DIR
     versions = code_versions({**settings.model_dump(), "model": ollama.model, "quotas": quota_version(settings)})
     return Definitions(
         assets=[novel_sources, *versioned(ALL_ASSETS, versions)],
