@@ -99,9 +99,17 @@ def build_definitions(env: dict[str, str] | None = None, *, settings: PipelineSe
     )
 
 
+_BUILT: dict[tuple, Definitions] = {}
+
+
 def job_from_env(name: str):
-    """The job ``name`` of the definitions built from the environment (for executors that rebuild it in workers)."""
-    return build_definitions().resolve_job_def(name)
+    """The job ``name`` of the definitions built from the environment (for executors that rebuild it in workers;
+    Dagster reconstructs a job several times per run, so the definitions are built once per environment)."""
+    key = tuple(sorted(effective_env().items()))
+    if key not in _BUILT:
+        _BUILT.clear()
+        _BUILT[key] = build_definitions()
+    return _BUILT[key].resolve_job_def(name)
 
 
 defs = build_definitions()

@@ -29,12 +29,11 @@ from dagster import (
     DagsterInstance,
     RunsFilter,
 )
-from dagster._core.definitions.data_version import (  # the resolver behind the UI's "Stale" badges
+from dagster._core.definitions.data_version import (  # how Dagster records and reads data versions and provenance
     DATA_VERSION_TAG,
-    CachingStaleStatusResolver,
-    StaleStatus,
+    extract_data_provenance_from_entry,
+    extract_data_version_from_entry,
 )
-from dagster._core.loader import LoadingContext
 
 from .partitions import PARTITIONS_NAME, NovelFile, registered_keys
 
@@ -107,30 +106,6 @@ def prune_partitions(instance: DagsterInstance, present: set[str], keys: Sequenc
     return gone
 
 
-class _Loading(LoadingContext):
-    def __init__(self, instance: DagsterInstance):
-        self._instance = instance
-        self._loaders = {}
-
-    @property
-    def instance(self) -> DagsterInstance:
-        return self._instance
-
-    @property
-    def loaders(self):
-        return self._loaders
-
-
-def stale_resolver(instance: DagsterInstance, asset_graph) -> CachingStaleStatusResolver:
-    return CachingStaleStatusResolver(instance, asset_graph, _Loading(instance))
-
-
-def _cause_text(cause) -> str:
-    if cause.dependency is None:
-        return cause.reason
-    return f"{cause.reason} ({cause.dependency.asset_key.to_user_string()})"
-
-
 class OutOfDate(str):
     """Why a partition must be materialized again (Dagster's words); ``first`` is the position in
     :data:`PER_FILE_KEYS` of the first asset that is missing or stale (the ones before it are up to date)."""
@@ -143,21 +118,66 @@ class OutOfDate(str):
         return value
 
 
+def _latest_records(instance: DagsterInstance, asset: AssetKey, keys: Sequence[str]) -> dict:
+    """Partition -> the record of the latest materialization (observation for ``novel_sources``) of ``asset``, for
+    the ``keys`` that have one: two queries whatever the number of partitions."""
+    from dagster import AssetRecordsFilter
+
+    event = DagsterEventType.ASSET_OBSERVATION if asset == SOURCE_KEY else DagsterEventType.ASSET_MATERIALIZATION
+    ids = instance.get_latest_storage_id_by_partition(asset, event)
+    wanted = [ids[k] for k in keys if k in ids]
+    if not wanted:
+        return {}
+    fetch = instance.fetch_observations if asset == SOURCE_KEY else instance.fetch_materializations
+    records = fetch(AssetRecordsFilter(asset_key=asset, storage_ids=wanted), limit=len(wanted)).records
+    return {r.partition_key: r for r in records}
+
+
+def _dep_updated(instance: DagsterInstance, provenance, dep: AssetKey, key: str, latest) -> bool:
+    """Dagster's rule for a partitioned input (``CachingStaleStatusResolver._is_dep_updated``): the input has a
+    record after the one the materialization read (its event pointer) whose data version differs from that one's."""
+    cursor = provenance.input_storage_ids.get(dep)
+    now = extract_data_version_from_entry(latest.event_log_entry)
+    if cursor is None:
+        return provenance.input_data_versions.get(dep) != now
+    if latest.storage_id <= cursor:
+        return False
+    before = instance.get_latest_data_version_record(dep, dep == SOURCE_KEY, key, before_cursor=cursor + 1)
+    return (extract_data_version_from_entry(before.event_log_entry) if before else None) != now
+
+
 def out_of_date(instance: DagsterInstance, asset_graph, keys: Sequence[str]) -> dict[str, OutOfDate]:
     """Partition -> why it must be materialized again, for the ``keys`` whose per-file assets are not all fresh:
-    the first asset of the chain that is missing or stale, with Dagster's stale cause."""
-    resolver = stale_resolver(instance, asset_graph)
-    reasons = {}
+    the first asset of the chain that is missing or stale, in Dagster's words.
+
+    Stale is Dagster's rule (``CachingStaleStatusResolver``, which the UI uses) on the provenance Dagster records
+    with each materialization: a new code version, or an input updated since the materialization read it. The
+    latest records are read in batches, a few queries for any number of partitions (the resolver reads them one
+    partition and asset at a time, about 30 ms a pair); ``test_planning`` checks that both agree."""
+    keys = list(keys)
+    latest = {asset: _latest_records(instance, asset, keys) for asset in [SOURCE_KEY, *PER_FILE_KEYS]}
+    reasons: dict[str, OutOfDate] = {}
     for key in keys:
         for i, asset in enumerate(PER_FILE_KEYS):
-            status = resolver.get_status(asset, key)
-            if status == StaleStatus.MISSING:
-                reasons[key] = OutOfDate(f"{asset.to_user_string()} missing", i)
+            name = asset.to_user_string()
+            record = latest[asset].get(key)
+            if record is None:
+                reasons[key] = OutOfDate(f"{name} missing", i)
                 break
-            if status == StaleStatus.STALE:
-                causes = resolver.get_stale_causes(asset, key)
-                why = "; ".join(sorted({_cause_text(c) for c in causes})) or "stale"
-                reasons[key] = OutOfDate(f"{asset.to_user_string()} {why}", i)
+            provenance = extract_data_provenance_from_entry(record.event_log_entry)
+            node = asset_graph.get(asset)
+            causes = []
+            if provenance is None:
+                causes.append("has no recorded provenance")
+            else:
+                if node.code_version and provenance.code_version != node.code_version:
+                    causes.append("has a new code version")
+                for dep in sorted(node.parent_keys):
+                    dep_record = latest.get(dep, {}).get(key)
+                    if dep_record is not None and _dep_updated(instance, provenance, dep, key, dep_record):
+                        causes.append(f"has a new dependency data version ({dep.to_user_string()})")
+            if causes:
+                reasons[key] = OutOfDate(f"{name} {'; '.join(causes)}", i)
                 break
     return reasons
 
@@ -228,17 +248,16 @@ def run_failure_message(instance: DagsterInstance, run_id: str) -> str:
     return "run failed"
 
 
-def export_out_of_date(instance: DagsterInstance, asset_graph, keys: Sequence[str],
-                       failed: Sequence[str] = ()) -> str | None:
+def export_out_of_date(instance: DagsterInstance, asset_graph, keys: Sequence[str], failed: Sequence[str] = (),
+                       output_dir: str | None = None, mode: str = "simple") -> str | None:
     """Why the export must be written again, or None when it is up to date for ``keys`` of which ``failed`` have no
-    usable examples."""
+    usable examples (and, given ``output_dir``, its files are still there)."""
     records = instance.fetch_materializations(EXPORT_KEY, limit=1).records
     if not records:
         return "chunked_json_exports missing"
     record = records[0]
-    resolver = stale_resolver(instance, asset_graph)
-    code = [c for c in resolver.get_stale_causes(EXPORT_KEY) if c.category.value == "CODE"]
-    if code:
+    provenance = extract_data_provenance_from_entry(record.event_log_entry)
+    if provenance is None or provenance.code_version != asset_graph.get(EXPORT_KEY).code_version:
         return "chunked_json_exports has a new code version (code or export settings changed)"
     meta = record.asset_materialization.metadata
     covered = meta.get(EXPORTED_PARTITIONS)
@@ -252,4 +271,11 @@ def export_out_of_date(instance: DagsterInstance, asset_graph, keys: Sequence[st
     newer = [k for k in keys if latest.get(k, -1) > record.storage_id]
     if newer:
         return f"chunked_json_exports has {len(newer)} newer generated_examples partition(s)"
+    if output_dir is not None:
+        from .atomic import storage_path
+        from .export import INDEX_NAME
+
+        out = storage_path(output_dir)
+        if not (out / "chunks" / INDEX_NAME).exists() or not (out / f"{mode}_dataset.json").exists():
+            return f"the export's files are missing from {output_dir}"
     return None

@@ -157,7 +157,8 @@ class Runner:
         if len(failed) == len(keys):
             report.export_error = "every selected file failed; no dataset was written"
             return
-        report.export_reason = export_out_of_date(self.instance, self.asset_graph, keys, failed)
+        report.export_reason = export_out_of_date(self.instance, self.asset_graph, keys, failed,
+                                                  self.settings.output_dir, self.settings.mode)
         if report.export_reason is None:
             self.echo("export: up to date (Dagster: no newer examples, same code, settings and files)")
             report.export_ok = True

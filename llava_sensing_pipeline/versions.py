@@ -1,4 +1,4 @@
-"""Code versions, derived: each asset's version is a hash of the source of every module of this package that its
+"""Code versions, derived (the sources are read once per process): each asset's version is a hash of the source of every module of this package that its
 asset module imports, directly or through other modules, plus the settings that change what that stage computes.
 
 So editing a module marks exactly the assets whose code imports it as stale (Dagster shows "has a new code
@@ -44,12 +44,13 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
                              "export_chunk_size", "split_ratios", "near_duplicate_threshold"),
 }
 # Settings that only matter in the LLM modes (left out of the version in simple mode): simple mode's rule analysis
-# does not depend on the quotas, its example selection does.
+# depends on neither the quotas nor the seed (its example selection does).
 LLM_ONLY = {"llm_confidence_threshold", "analysis_margin", "max_failure_share", "model", *LLM_GENERATION}
-LLM_ONLY_FOR = {"environment_features": {"quotas"}}
+LLM_ONLY_FOR = {"environment_features": {"quotas", "seed"}}
 
 
-def _imports(module_name: str) -> set[str]:
+@lru_cache(maxsize=None)
+def _imports(module_name: str) -> frozenset[str]:
     """The modules of this package that ``module_name`` imports (``from .x import y`` and ``import pkg.x``)."""
     module = importlib.import_module(module_name)
     tree = ast.parse(inspect.getsource(module))
@@ -70,7 +71,7 @@ def _imports(module_name: str) -> set[str]:
         for name in candidates:
             if name.startswith(PACKAGE + ".") and _is_module(name):
                 found.add(name)
-    return found - {module_name}
+    return frozenset(found - {module_name})
 
 
 @lru_cache(maxsize=None)
@@ -82,7 +83,8 @@ def _is_module(name: str) -> bool:
     return True
 
 
-def module_closure(module_name: str) -> list[str]:
+@lru_cache(maxsize=None)
+def module_closure(module_name: str) -> tuple[str, ...]:
     """``module_name`` and every module of this package it imports, transitively, sorted."""
     seen: set[str] = set()
     todo = [module_name]
@@ -92,10 +94,11 @@ def module_closure(module_name: str) -> list[str]:
             continue
         seen.add(name)
         todo.extend(_imports(name) - seen)
-    return sorted(n for n in seen if not n.endswith(".__init__") and n != f"{PACKAGE}.assets")
+    return tuple(sorted(n for n in seen if not n.endswith(".__init__") and n != f"{PACKAGE}.assets"))
 
 
-def _source_hash(modules: list[str]) -> str:
+@lru_cache(maxsize=None)
+def _source_hash(modules: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     for name in modules:
         h.update(name.encode() + b"\0" + inspect.getsource(importlib.import_module(name)).encode() + b"\0")
@@ -121,6 +124,6 @@ def code_versions(settings: dict | None = None) -> dict[str, str]:
     return versions
 
 
-def modules_of(asset: str) -> list[str]:
+def modules_of(asset: str) -> tuple[str, ...]:
     """The modules whose source makes up ``asset``'s code version (shown in the dataset card and the README)."""
     return module_closure(f"{PACKAGE}.{ASSET_MODULES[asset]}")

@@ -103,3 +103,34 @@ def test_a_bulk_run_is_one_run_and_a_settings_change_redoes_only_the_stage_it_af
         keys = {e.dagster_event.asset_key for e in
                 instance.all_logs(newest.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)}
     assert keys == {AssetKey("generated_examples")}
+
+
+def test_out_of_date_agrees_with_dagsters_stale_status_resolver(workspace, capsys, monkeypatch):
+    """The batched reading of Dagster's provenance gives what the UI's resolver gives, partition by partition:
+    fresh, a changed file, a code/settings change, a missing partition."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    from llava_sensing_pipeline.definitions import build_definitions
+    from llava_sensing_pipeline.planning import PER_FILE_KEYS
+
+    assert generate(workspace, "--num-examples", "12") == 0
+    path = workspace / "Novel" / "Travel_Novel" / "B902_North by Rail!.txt"
+    path.write_text(path.read_text(encoding="utf-8") + "\nThe train slowed in the snow.\n", encoding="utf-8")
+    shutil.copy(workspace / "Novel" / "Travel_Novel" / "B901_Salt_Roads.txt",
+                workspace / "Novel" / "Travel_Novel" / "B904_New.txt")
+    monkeypatch.setenv("LLAVA_SENSING_SEED", "7")  # a setting of sensor_records and generated_examples
+    defs = build_definitions()
+    graph = defs.resolve_asset_graph()
+    keys = [f.key for f in discover_novels(workspace / "Novel")]
+    with DagsterInstance.get() as instance:
+        sync_sources(instance, workspace / "Novel", discover_novels(workspace / "Novel"))
+        ours = out_of_date(instance, graph, keys)
+        resolver = CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
+        for key in keys:
+            first = next((i for i, asset in enumerate(PER_FILE_KEYS)
+                          if resolver.get_status(asset, key) != StaleStatus.FRESH), None)
+            assert (ours[key].first if key in ours else None) == first, key
+    assert ours["Travel_Novel/B904_New"] == "novel_files missing"
+    assert "novel_sources" in ours["Travel_Novel/B902_North by Rail!"]
+    assert ours["Modernist_Novel/A901_The_Glass_Weather"] == "sensor_records has a new code version"
