@@ -95,7 +95,6 @@ def _largest_remainder(total: int, quotas: dict[str, float], purpose: str) -> di
 
 def check_manifest(corpus: Path, books: list[str]) -> None:
     """Refuse when ``MANIFEST.tsv`` exists and does not list exactly these files with these sha256."""
-
     manifest = corpus / "MANIFEST.tsv"
     if not manifest.is_file():
         return
