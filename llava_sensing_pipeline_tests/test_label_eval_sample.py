@@ -91,3 +91,13 @@ def test_missing_corpus_is_refused(tmp_path, capsys):
     assert _script().main(["--corpus", str(tmp_path / "absent"), "--out", str(tmp_path / "out")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_guide_lists_every_value_of_the_annotated_fields():
+    from llava_sensing_pipeline.environment import VOCABULARY
+
+    guide = (DATA / "GUIDE.md").read_text(encoding="utf-8")
+    for name in ("weather", "time_of_day", "location", "movement", "temperature_hint"):
+        assert f"### {name} — " in guide, name
+        for value in VOCABULARY[name]:
+            assert f"`{value}`" in guide, (name, value)
