@@ -72,6 +72,8 @@ def chunked_json_exports(
               "candidates": r.candidates, "exported": r.exported, "shortfall": r.shortfall,
               "duplicates_removed": r.duplicates,
               **({"shortfall_reason": f"only {r.candidates} candidate chunks"
+                  + (" (passages that describe their scene: a known weather, time of day or place)"
+                     if settings.mode != "llm" else "")
                   + (f", {r.duplicates} of them duplicates of other examples" if r.duplicates else "")}
                  if r.shortfall else {})}
              for r in reports]
