@@ -1,9 +1,24 @@
 import json
+from pathlib import Path
 
 from llava_sensing_pipeline.environment import ENV_FIELDS, VOCABULARY, analyze_rules
-from llava_sensing_pipeline.environment_llm import ANALYSIS_SCHEMA, analysis_messages, interpret_analysis
+from llava_sensing_pipeline.environment_llm import (
+    ANALYSIS_NUM_CTX,
+    ANALYSIS_SCHEMA,
+    GUIDE_PATH,
+    analysis_messages,
+    analysis_options,
+    guide_text,
+    interpret_analysis,
+)
 
-RULES = analyze_rules("It rained all night; I walked down the street, cold and wet.")
+RULES = analyze_rules("That night the rain was falling hard as we walked down the street of the town.")
+ANNOTATORS_GUIDE = Path(__file__).parent / "data" / "label_eval" / "GUIDE.md"
+
+
+def test_rules_give_the_labels_these_tests_rely_on():
+    assert (RULES.weather, RULES.time_of_day, RULES.location) == ("rain", "night", "city_walking")
+    assert RULES.movement == "walking"  # a rule label without a precision bar: never used to fill a gap
 
 
 def test_schema_enumerates_the_vocabularies():
@@ -13,27 +28,40 @@ def test_schema_enumerates_the_vocabularies():
     assert set(ANALYSIS_SCHEMA["required"]) >= set(ENV_FIELDS) | {"confidence"}
 
 
-def test_prompt_lists_the_allowed_values_and_the_passage():
-    user = analysis_messages("A foggy quay at dawn.")[-1]["content"]
+def test_the_prompt_is_the_annotators_guide():
+    assert GUIDE_PATH.read_bytes() == ANNOTATORS_GUIDE.read_bytes(), "the packaged guide must be the annotators' guide"
+    system, user = analysis_messages("A foggy quay at dawn.")
+    guide = guide_text()
+    assert guide in system["content"] and "## 1. Which scene you label" in guide and "## 4." not in guide
+    for field in ("humidity_hint", "wind"):  # the two fields the guide does not cover are described too
+        assert f"### {field}" in system["content"]
     for field in ENV_FIELDS:
-        assert field in user and all(v in user for v in VOCABULARY[field])
-    assert "A foggy quay at dawn." in user
+        assert field in user["content"] and all(v in user["content"] for v in VOCABULARY[field])
+    assert "A foggy quay at dawn." in user["content"]
 
 
-def test_valid_reply_is_kept_and_gaps_filled_from_rules():
+def test_options_leave_room_for_the_guide():
+    options = analysis_options(7)
+    assert options == {"temperature": 0, "num_predict": options["num_predict"], "num_ctx": ANALYSIS_NUM_CTX,
+                       "seed": 7}
+    prompt_chars = sum(len(m["content"]) for m in analysis_messages("x" * 4000))
+    assert prompt_chars / 3 + options["num_predict"] < ANALYSIS_NUM_CTX  # >= 3 characters per token in English
+
+
+def test_valid_reply_is_kept_and_gaps_filled_from_trustworthy_rule_labels():
     reply = {f: "unknown" for f in ENV_FIELDS} | {"weather": "storm", "time_of_day": "dawn", "confidence": 0.9}
     result = interpret_analysis(json.dumps(reply), RULES)
     assert result["labels"]["weather"] == "storm" and result["labels"]["time_of_day"] == "dawn"
-    assert result["labels"]["location"] == RULES.location == "city_walking"
-    assert "location" in result["rule_fields"] and result["invalid_fields"] == []
-    assert result["confidence"] == 0.9 and result["valid_json"]
+    assert result["labels"]["location"] == "city_walking" and result["rule_fields"] == ["location"]
+    assert result["labels"]["movement"] == "unknown"  # the rule label has no precision bar
+    assert result["invalid_fields"] == [] and result["confidence"] == 0.9 and result["valid_json"]
 
 
 def test_out_of_vocabulary_values_become_unknown_then_rules():
     reply = {"weather": "partly sunny with meatballs", "location": "village", "time_of_day": 7, "confidence": "0.8"}
     result = interpret_analysis(json.dumps(reply), RULES)
     assert result["llm_labels"]["location"] == "unknown" and "location" in result["invalid_fields"]
-    assert result["labels"]["location"] == "city_walking"
+    assert result["labels"]["location"] == "city_walking" and result["labels"]["weather"] == "rain"
     assert all(result["labels"][f] in VOCABULARY[f] for f in ENV_FIELDS)
     assert result["llm_confidence"] == 0.8 and result["confidence"] < 0.8  # scaled by the valid share
 
