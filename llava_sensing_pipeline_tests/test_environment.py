@@ -23,10 +23,12 @@ from llava_sensing_pipeline.environment import (
     label_hits,
     merge_with_rules,
     passage_confidence,
+    rule_label_fills,
     rule_scores,
     validate_labels,
 )
 from llava_sensing_pipeline.environment.cues import CUES
+from llava_sensing_pipeline.environment.rules import FIELD_PRECISION, THRESHOLD
 
 # The shared sample corpus lies beside the checkout (../shared/corpus); tests using it skip without it.
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -144,9 +146,11 @@ def test_rule_scores_explain_the_decision():
 
 
 def test_confidence_grows_with_evidence():
-    assert field_confidence(2.0, 0.0, 2.0) == 0.5
-    assert field_confidence(4.0, 0.0, 2.0) == 0.75
-    assert field_confidence(4.0, 2.0, 2.0) == 0.5
+    at_threshold = field_confidence("weather", THRESHOLD["weather"], 0.0)
+    assert at_threshold == FIELD_PRECISION["weather"]
+    assert field_confidence("weather", 2 * THRESHOLD["weather"], 0.0) > at_threshold
+    assert field_confidence("weather", THRESHOLD["weather"], 0.5) < at_threshold  # contested
+    assert field_confidence("time_of_day", 10.0, 0.0) <= 0.99
     one = analyze_rules("It was raining.")
     more = analyze_rules("It was raining; the heavy rain fell all through the night, the rain beat on the roof.")
     assert more.field_confidence["weather"] > one.field_confidence["weather"] >= 0.5
@@ -194,18 +198,19 @@ def test_validate_labels_maps_synonyms_and_rejects_junk():
 
 def test_merge_fills_gaps_only_from_rule_labels_over_the_precision_bar():
     rules = analyze_rules("That evening the rain was falling as we walked along the street; we sat in the room.")
-    assert rules.weather == "rain" and rules.time_of_day == "evening"
-    merged, taken = merge_with_rules({"weather": "unknown", "time_of_day": "night", "movement": "unknown"}, rules)
-    assert merged["weather"] == "rain" and merged["time_of_day"] == "night"
-    assert "weather" in taken and "time_of_day" not in taken
-    # movement has no precision bar: never taken from the rules
-    assert "movement" not in RULE_FILL_MIN_CONFIDENCE and merged["movement"] == "unknown"
-    # a rule label without a measured confidence (or under the bar) is not taken
+    assert (rules.weather, rules.time_of_day) == ("rain", "evening")
+    # time of day clears the bar (its labels were all right on the dev split); one rain cue does not
+    assert rule_label_fills("time_of_day", rules) and not rule_label_fills("weather", rules)
+    merged, taken = merge_with_rules({"weather": "unknown", "time_of_day": "unknown", "movement": "unknown"}, rules)
+    assert merged["time_of_day"] == "evening" and merged["weather"] == "unknown" and taken == ["time_of_day"]
+    # a label the primary analyzer gave is never replaced
+    assert merge_with_rules({"time_of_day": "night"}, rules)[0]["time_of_day"] == "night"
+    # much rain clears the bar; movement has none and is never taken
+    wet = analyze_rules("It was raining; the heavy rain fell all night, the rain beat on the roof and poured down.")
+    assert rule_label_fills("weather", wet) and "movement" not in RULE_FILL_MIN_CONFIDENCE
+    # a rule label without a measured confidence is not taken
     bare = EnvironmentFeatures(*["unknown"] * 2, "rain", *["unknown"] * 4, confidence=0.5)
     assert merge_with_rules({}, bare) == ({name: "unknown" for name in ENV_FIELDS}, [])
-    weak = EnvironmentFeatures(*["unknown"] * 2, "rain", *["unknown"] * 4, confidence=0.5,
-                               field_confidence={"weather": RULE_FILL_MIN_CONFIDENCE["weather"] - 0.01})
-    assert merge_with_rules({}, weak)[1] == []
 
 
 def test_real_corpus_chunks_are_labelled_with_vocabulary_values():

@@ -49,19 +49,20 @@ def test_options_leave_room_for_the_guide():
 
 
 def test_valid_reply_is_kept_and_gaps_filled_from_trustworthy_rule_labels():
-    reply = {f: "unknown" for f in ENV_FIELDS} | {"weather": "storm", "time_of_day": "dawn", "confidence": 0.9}
+    reply = {f: "unknown" for f in ENV_FIELDS} | {"weather": "storm", "location": "indoor", "confidence": 0.9}
     result = interpret_analysis(json.dumps(reply), RULES)
-    assert result["labels"]["weather"] == "storm" and result["labels"]["time_of_day"] == "dawn"
-    assert result["labels"]["location"] == "city_walking" and result["rule_fields"] == ["location"]
+    assert result["labels"]["weather"] == "storm" and result["labels"]["location"] == "indoor"
+    assert result["labels"]["time_of_day"] == "night" and result["rule_fields"] == ["time_of_day"]
     assert result["labels"]["movement"] == "unknown"  # the rule label has no precision bar
     assert result["invalid_fields"] == [] and result["confidence"] == 0.9 and result["valid_json"]
 
 
-def test_out_of_vocabulary_values_become_unknown_then_rules():
+def test_out_of_vocabulary_values_become_unknown_then_rules_over_the_bar():
     reply = {"weather": "partly sunny with meatballs", "location": "village", "time_of_day": 7, "confidence": "0.8"}
     result = interpret_analysis(json.dumps(reply), RULES)
     assert result["llm_labels"]["location"] == "unknown" and "location" in result["invalid_fields"]
-    assert result["labels"]["location"] == "city_walking" and result["labels"]["weather"] == "rain"
+    assert result["labels"]["time_of_day"] == "night"  # filled: over the bar
+    assert result["labels"]["location"] == "unknown" and result["labels"]["weather"] == "unknown"  # under it
     assert all(result["labels"][f] in VOCABULARY[f] for f in ENV_FIELDS)
     assert result["llm_confidence"] == 0.8 and result["confidence"] < 0.8  # scaled by the valid share
 
@@ -70,7 +71,7 @@ def test_garbage_scores_zero_and_keeps_the_raw_reply():
     for raw in ["", "not json at all", '{"weather": "rain", "conf', "[1, 2]", '{"confidence": "high"}']:
         result = interpret_analysis(raw, RULES)
         assert result["confidence"] == 0.0 and result["raw"] == raw
-        assert result["labels"]["weather"] == RULES.weather
+        assert result["labels"]["time_of_day"] == RULES.time_of_day
 
 
 def test_json_inside_prose_is_found():

@@ -146,7 +146,7 @@ TIME_CUES: dict[str, tuple[Cue, ...]] = {
 
 LOCATION_CUES: dict[str, tuple[Cue, ...]] = {
     "indoor": (
-        ("(?:in|into|across|round|about|through|out of|entered|up and down|left|at the door of|corner of) "
+        ("(?:in|into|across|round|about|through|out of|entered|up and down|left|at the door of|corner of|of) "
          "(?:the|my|his|her|our|their|a|this|that) (?:little |small |large |big |dark |front |back |upper |next |"
          "own |sitting |drawing |dining |living |long |low |best |spare |inner |bare |empty |cold |warm )?"
          "<room|rooms>", 2),
@@ -176,6 +176,12 @@ LOCATION_CUES: dict[str, tuple[Cue, ...]] = {
         ("(?:in|into|out of|from|to|kept his|kept her|kept to his|kept to her) (?:his |her |my |their |the )?<bed>",
          1.5),
         ("<indoors>", 2),
+        ("(?:to|into|from|in) the (?:[a-z]+ )?<pantry|kitchen|parlour|parlor|bedroom|cellar|attic|nursery|scullery|"
+         "library|bedchamber|ballroom|saloon|salon|studio>", 2.5),
+        ("(?:on|down|up|at the top of|at the foot of|at the head of|descended|ascended|climbed|mounted) the "
+         "(?:[a-z]+ )?<staircase|stairs|stair>", 2.5),
+        ("(?:went|came|ran|go|going|hurried|crept|climbed|stepped|led|carried|taken|took|sent) <upstairs|downstairs>",
+         2.5),
         ("<compartment|compartments>", 2.5),
         # Inside a train, or in a cabin below deck, is indoor whatever the country or sea outside (the guide).
         ("(?:in|into|inside|within|entered|left) (?:the|a|an|our|my|his|her|their) (?:[a-z]+ )?<compartment|"
@@ -195,7 +201,8 @@ LOCATION_CUES: dict[str, tuple[Cue, ...]] = {
     "forest_exploration": (
         ("<forest|forests|woods|woodland|jungle|thicket|thickets|undergrowth|copse|glade|glades|grove|groves|"
          "brushwood|bush|underwood>", 1.5),
-        ("(?:under|among|amongst|between|beneath|through|into|in) the <trees|pines|oaks|firs|beeches|wood|"
+        ("(?:under|among|amongst|between|beneath|through|into|in|inside|within|entered) the (?:[a-z]+ )?<trees|pines|"
+         "oaks|firs|beeches|wood|"
          "chestnuts|forest|woods>", 2),
         ("<trees|pines|oaks|firs|beeches|chestnuts|foliage|branches|boughs|moss|ferns|leaves|trunks>", 0.5),
     ),
@@ -213,12 +220,13 @@ LOCATION_CUES: dict[str, tuple[Cue, ...]] = {
          "reached|along) the <hill|hills|mountain|mountains|slope|slopes|ridge|pass|summit|peak|hillside|"
          "mountainside|crater|glacier|canyon|gulch|gorge|ravine|descent|ascent|heights|col>", 2),
         ("<mountain> (?:road|path|side|top|trail|pass|track)", 2),
+        ("(?:in|into|inside|across|down|up|within|of) the (?:[a-z]+ )?<crater|craters>", 2.5),
     ),
     "park_stroll": (
         ("<park|garden|gardens|lawn|lawns|shrubbery|flowerbed|flowerbeds|churchyard|cemetery|orchard|arbour|"
          "arbor|terrace|gravel|avenue>", 1),
-        ("(?:in|into|through|across|round|down|up|along|to|from|out of) the <garden|gardens|park|lawn|churchyard|"
-         "cemetery|shrubbery|orchard|grounds>", 2),
+        ("(?:in|into|through|across|round|down|up|along|to|from|out of) the (?:[a-z]+ )?(?:[a-z]+ )?<garden|gardens|"
+         "park|lawn|churchyard|cemetery|shrubbery|orchard|grounds>", 2.5),
     ),
     "riverside_walking": (
         ("<river|rivers|riverside|riverbank|towpath|canal|canals|weir|stream|streams|brook|creek|lake|lakes|"
@@ -231,7 +239,7 @@ LOCATION_CUES: dict[str, tuple[Cue, ...]] = {
         ("<field|fields|meadow|meadows|pasture|pastures|moor|moors|moorland|heath|heather|plain|plains|prairie|"
          "prairies|farmland|cornfield|cornfields|hayfield|stubble|downs|wheat|corn|vineyard|vineyards|"
          "countryside|lane|lanes|hedge|hedges|hedgerow|farm|farms>", 1),
-        ("(?:in|into|across|through|over|along|crossed|of) the <field|fields|meadow|meadows|plain|plains|moor|"
+        ("(?:in|into|across|through|over|along|crossed|of|on) the <field|fields|meadow|meadows|plain|plains|moor|"
          "heath|prairie|fields|lane|highroad|highway>", 1.5),
         ("<field> of (?:vision|view|battle|action|enquiry|inquiry|research|study|labour|labor)", 0),
     ),
@@ -243,7 +251,8 @@ LOCATION_CUES: dict[str, tuple[Cue, ...]] = {
         ("(?:on|upon|from) <deck>", 2),
         ("(?:on|went on|came on|was on|were on) <board>", 2),
         ("<aboard>", 1),
-        ("(?:at|over|across|upon|on|to) (?:the )?<sea|ocean>(?! of)", 1.5),
+        ("at <sea>", 2.5),
+        ("(?:over|across|upon|on|to) (?:the )?<sea|ocean>(?! of)", 1.5),
         ("(?:the )?<sea> (?:was |ran )?(?:rough|calm|high|heavy|smooth|running|rose|broke|breaking)", 1.5),
         ("(?:the|our|my|her|his) <ship|vessel|sloop|schooner|yacht|steamer|craft>", 1),
         ("<lashed|hove|tacked|anchored|sailed|sailing|steered|steering|reefed|luffed>", 1),
@@ -385,25 +394,27 @@ NEGATORS: frozenset[str] = frozenset({"no", "not", "never", "nor", "without", "n
 # after "as".
 SIMILE_MARKERS: frozenset[str] = frozenset({"like", "seemed", "seem", "seems", "seeming", "resembling", "resembled",
                                             "resembles", "though"})
-# A sentence holding one of these is not the narrated scene: conditional, future, habitual, remembered, dreamt,
-# reported, wished or general. "every"/"each" count only before a time word (TIME_UNITS) within two words ("every
-# morning", not "every little slip of shade"), "used" only before "to".
+# A sentence holding one of these is not the narrated scene: conditional, remembered, dreamt, reported, told or
+# depicted ("if it rained", "he remembered the snow", "he told us of a storm", "a painting of a storm").
 NON_SCENE_MARKERS: frozenset[str] = frozenset({
-    "if", "unless", "whenever", "always", "often", "usually", "sometimes", "generally", "seldom", "rarely",
-    "tomorrow", "morrow", "remember", "remembered", "remembering", "recalled", "recall", "memory", "memories", "dream",
-    "dreamed", "dreamt", "dreaming", "dreams", "imagine", "imagined", "imagining", "ago", "story", "stories", "legend",
-    "tell", "told", "telling", "related", "painting", "picture", "pictures", "painted", "poem", "song", "every", "each",
-    "used",
+    "if", "unless", "whenever", "tomorrow", "morrow", "remember", "remembered", "remembering", "recalled", "recall",
+    "memory", "memories", "dream", "dreamed", "dreamt", "dreaming", "dreams", "imagine", "imagined", "imagining", "ago",
+    "story", "stories", "legend", "tell", "told", "telling", "related", "painting", "picture", "pictures", "painted",
+    "poem", "song",
 })
 TIME_UNITS: frozenset[str] = frozenset({"morning", "mornings", "afternoon", "afternoons", "evening", "evenings",
                                         "night", "nights", "day", "days", "week", "month", "year", "summer",
                                         "winter", "spring", "autumn", "time", "sunday", "season", "hour"})
-# The same within the clause of the cue only (between punctuation marks): modals, wishes and guesses, which often
-# belong to another clause of a narrated sentence ("after midnight I was passing the point, and should soon be
-# clear"; "a warm compartment, with a window that would not open").
-NON_SCENE_CLAUSE_MARKERS: frozenset[str] = frozenset({"would", "shall", "will", "ll", "should", "might", "may", "must",
-                                                    "can", "could", "ought", "wish", "wished", "hope", "hoped",
-                                                    "perhaps", "suppose", "supposed", "fancy", "fancied"})
+# The same within the clause of the cue only (between punctuation marks): modals, wishes, guesses and habits, which
+# often belong to another clause of a narrated sentence ("after midnight I was passing the point, and should soon be
+# clear"; "by the lead, which I cast often, I found that after midnight ..."). "every"/"each" count only before a
+# time word (TIME_UNITS) within two words ("every morning", not "every little slip of shade"), "used" only before
+# "to".
+NON_SCENE_CLAUSE_MARKERS: frozenset[str] = frozenset({
+    "would", "shall", "will", "ll", "should", "might", "may", "must", "can", "could", "ought", "wish", "wished", "hope",
+    "hoped", "perhaps", "suppose", "supposed", "fancy", "fancied", "always", "often", "usually", "sometimes",
+    "generally", "seldom", "rarely", "every", "each", "used",
+})
 # A weather or location cue (other than indoor) in a clause holding one of these is a view, not the scene's place or
 # weather ("watched the bathers on the beach", "snow on the distant peaks"). A character looking out of a window is
 # indoor, whatever the view.
