@@ -1,21 +1,25 @@
 """The rule analyzer: labels a passage's scene from cues (:mod:`.cues`), precision first.
 
-One implementation serves one text and a file's chunks alike: the texts are joined, numpy finds the trigger words
-of every cue (with their positions) in one pass over the bytes, and Python then reads each occurrence in context:
+One implementation serves one text and a file's chunks alike. The texts are joined and read once with numpy: word
+boundaries, the trigger and context words (found by a signature prefilter and an exact 16-byte key), sentence and
+clause boundaries, quotation spans and capital letters. Then, for every occurrence of a trigger word:
 
 1. **Is it evidence at all?** An occurrence is dropped when it is part of a hyphenated compound ("sun-bonnet"), a
-   name or heading (capitalised inside a sentence, "Mr. Frost", all capitals), inside dialogue (quotation marks
-   that close within the paragraph; a quotation that runs on is a narrated story and counts), negated within its
-   clause ("no rain", "not a cloud"), in a simile ("like a ship in a gale"), or in a sentence that is not the
-   narrated scene: conditional, future, habitual, remembered, dreamt or general ("if it rained", "every evening",
-   "he remembered the snow").
-2. **Which cue?** Each of the trigger's cues is tried in its immediate context (``"the sun (?:was )?<setting>"``);
-   a matching veto (weight 0: "good <night>") removes the occurrence from that field, else the heaviest matching
-   cue counts. A word repeated counts half for each repetition.
+   name or heading (capitalised inside a sentence, "Mr. Frost", all capitals; a passage mostly in capitals is a
+   table of contents), inside dialogue (quotation marks that close within the paragraph; a quotation that runs on
+   is a narrated story and counts), in a comparison ("like a ship in a gale"), in a sentence that is not the
+   narrated scene (conditional, remembered, dreamt, told or depicted: "if it rained", "he remembered the snow") or
+   in a clause that is not (modal, wished or habitual: "it would rain", "every evening"). A negated occurrence ("no
+   rain") counts only for the cues written for negation, and a weather or outdoor place cue in a clause that
+   describes a view ("snow on the distant peaks") not at all.
+2. **Which cue?** Each of the trigger's cues is tried in its immediate context (``"the sun (?:was )?<setting>"``;
+   a quick test of the neighbouring words in numpy, then the regex in Python for the few that pass); per occurrence
+   and field the first matching cue decides: a veto (weight 0: "good <night>") removes the occurrence from the
+   field, else the heaviest matching cue counts. A word counted again for the same label counts half.
 3. **Which label?** Per field, a label needs cue weights adding up to ``THRESHOLD`` and at least ``DOMINANCE`` times
    the weight of any other label of the field; anything else is "unknown". Weather follows the annotation guide's
    order when several kinds hold at once (storm, snow, rain, fog, windy, cloudy, clear): a label over the threshold
-   wins over the later ones, whatever their weight.
+   wins over the later ones, whatever their weight. Steps 2 and 3 run on arrays for the whole batch.
 
 Confidence: a field's confidence estimates the probability that its label is right (``field_confidence``: the
 field's measured precision, lower when another label of the field had cues too, higher with more evidence); the
@@ -114,13 +118,14 @@ CONTESTED = 0.85
 EVIDENCE_BONUS = 0.06
 
 
-def field_confidence(name: str, best: float, second: float) -> float:
+def field_confidence(name: str, best, second):
     """Confidence of field ``name``'s label, supported by cue weight ``best`` against ``second`` for any other label
-    of the field (see ``FIELD_PRECISION``)."""
+    of the field (see ``FIELD_PRECISION``); numbers or numpy arrays."""
     threshold = THRESHOLD[name]
-    extra = min(2.0, max(0.0, best - threshold) / threshold)
-    value = FIELD_PRECISION[name] * (CONTESTED if second > 0 else 1.0) + EVIDENCE_BONUS * extra
-    return round(min(0.99, value), 3)
+    extra = np.clip((np.asarray(best) - threshold) / threshold, 0.0, 2.0)
+    value = FIELD_PRECISION[name] * np.where(np.asarray(second) > 0, CONTESTED, 1.0) + EVIDENCE_BONUS * extra
+    value = np.round(np.minimum(0.99, value), 3)
+    return float(value) if value.ndim == 0 else value
 
 
 def passage_confidence(confidences: Mapping[str, float]) -> float:
@@ -303,7 +308,6 @@ _BEFORE_KEYS = np.unique(np.array([(i << _SIGNATURE_BITS) | sig for i, r in enum
 _AFTER_KEYS = np.unique(np.array([(i << _SIGNATURE_BITS) | sig for i, r in enumerate(_ALL_RULES) if r.after
                                   for sig in r.after], dtype=np.int64))
 _THRESHOLDS = np.array([THRESHOLD[name] for name in ENV_FIELDS])
-_RULE_TUPLES = [(r.field, r.label, r.weight, r.prefix, r.suffix) for r in _ALL_RULES]
 
 # --- reading the texts: bytes, words, sentences, clauses, dialogue (numpy) ------------------------------------
 # The texts are joined with " \x01 " and encoded as UTF-8; a byte table lower-cases ASCII letters and turns every
@@ -323,6 +327,47 @@ def _signature_table(words: Sequence[bytes]) -> np.ndarray:
 
 
 _LOOKUP_SIGNATURES = _signature_table(_LOOKUP)
+# Exact lookup without Python: a word's first 8 bytes and its next 8 as two 64-bit keys (bytes past the word masked
+# out), with its length; every lookup word is at most 16 letters long.
+_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+_KEY_WIDTH = 16
+if max(map(len, _LOOKUP)) > _KEY_WIDTH:
+    raise ValueError("a lookup word is longer than the exact key")
+
+
+def _word_keys(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first 8 bytes, next 8 bytes, length) of each word, as integers (the bytes read little-endian)."""
+    padded = np.concatenate([data, np.zeros(_KEY_WIDTH, dtype=np.uint8)])
+    rows = np.lib.stride_tricks.sliding_window_view(padded, _KEY_WIDTH)[starts]
+    lengths = ends - starts
+    keys = np.ascontiguousarray(rows).view(np.uint64)
+    low = keys[:, 0] & _MASKS[np.minimum(lengths, 8)]
+    high = keys[:, 1] & _MASKS[np.clip(lengths - 8, 0, 8)]
+    return low, high, lengths
+
+
+def _key_table(words: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    data = np.frombuffer(b" ".join(words), dtype=np.uint8)
+    lengths = np.array([len(w) for w in words])
+    ends = np.cumsum(lengths + 1) - 1
+    low, high, lengths = _word_keys(data, ends - lengths, ends)
+    order = np.lexsort((high, low))
+    return low[order], high[order], lengths[order], order
+
+
+_KEY_LOW, _KEY_HIGH, _KEY_LENGTH, _KEY_ID = _key_table(_LOOKUP)
+
+
+def _lookup_ids(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The lookup id of each word (-1: not a lookup word)."""
+    low, high, lengths = _word_keys(data, starts, ends)
+    at = np.minimum(np.searchsorted(_KEY_LOW, low), len(_KEY_LOW) - 1)
+    ids = np.full(len(starts), -1, dtype=np.int64)
+    for _ in range(3):  # lookup words that share their first 8 letters lie next to each other
+        hit = (_KEY_LOW[at] == low) & (_KEY_HIGH[at] == high) & (_KEY_LENGTH[at] == lengths) & (ids < 0)
+        ids[hit] = _KEY_ID[at[hit]]
+        at = np.minimum(at + 1, len(_KEY_LOW) - 1)
+    return ids
 
 
 def _byte_set(chars: bytes) -> np.ndarray:
@@ -443,9 +488,7 @@ def _read(texts: Sequence[str]) -> _Reading:
 
     # Lookup words: the few whose signature a lookup word shares are looked up in Python.
     index = np.flatnonzero(_LOOKUP_SIGNATURES[_signature(data, starts, ends)])
-    get = _LOOKUP_ID.get
-    ids = np.fromiter((get(buffer[a:b], -1) for a, b in zip(starts[index].tolist(), ends[index].tolist())),
-                      dtype=np.int64, count=len(index))
+    ids = _lookup_ids(data, starts[index], ends[index])
     found = ids >= 0
     index, ids = index[found], ids[found]
     w_start, w_end = starts[index], ends[index]
@@ -542,95 +585,40 @@ def _foreign_head(raw: bytes, p: int, field_name: str) -> bool:
     return raw[k:p - 1].decode("ascii", "replace").lower() not in COMPOUND_HEAD_PREFIXES
 
 
-def _read_chunk(buffer: bytes, raw: bytes, pairs: Sequence[tuple[int, int, int, int, bool, int]], hi: int):
-    """Scores per field and label, and the spans of the cues behind them, from one text's (occurrence, cue) pairs
-    that passed the quick tests (``pairs``: occurrence number, cue number, start, end, compound head, where the
-    cue's prefix may start; in reading order and cue order; ``hi``: where the text ends)."""
-    scores: dict[str, dict[str, float]] = {}
-    spans: dict[tuple[str, str], list[tuple[int, int]]] = {}
-    seen: set[tuple[str, str, bytes]] = set()
-    done: set[str] = set()
-    current = -1
-    for occurrence, number, p, q, head, lo in pairs:
-        if occurrence != current:
-            current = occurrence
-            done = set()
-        field_name, label, weight, prefix, suffix = _RULE_TUPLES[number]
-        if field_name in done:
-            continue
-        start, end = p, q
-        if prefix is not None:
-            match = prefix.search(buffer, lo, p)
-            if match is None:
-                continue
-            start = match.start()
-        if suffix is not None:
-            match = suffix.match(buffer, q, min(hi, q + _WINDOW))
-            if match is None:
-                continue
-            end = match.end()
-        done.add(field_name)
-        if weight == 0 or (head and _foreign_head(raw, p, field_name)):
-            continue  # a veto, or a compound naming another thing: no evidence for the field
-        key = (field_name, label, buffer[p:q])
-        if key in seen:
-            weight *= REPEAT_WEIGHT
-        else:
-            seen.add(key)
-        field_scores = scores.get(field_name)
-        if field_scores is None:
-            scores[field_name] = {label: weight}
-            spans[(field_name, label)] = [(start, end)]
-        elif label in field_scores:
-            field_scores[label] += weight
-            spans[(field_name, label)].append((start, end))
-        else:
-            field_scores[label] = weight
-            spans[(field_name, label)] = [(start, end)]
-    return scores, spans
-
-
-def _decide(scores: dict[str, dict[str, float]]) -> tuple[dict[str, str], dict[str, float]]:
-    """The known labels and their confidences, from the cue weights of each field (see the module docstring)."""
-    labels: dict[str, str] = {}
-    confidences: dict[str, float] = {}
-    for name, field_scores in scores.items():
-        threshold = THRESHOLD[name]
-        best, best_score, second = "", 0.0, 0.0
-        if name == "weather":  # the guide's order when several kinds hold at once
-            for label in WEATHER_PRIORITY:
-                score = field_scores.get(label, 0.0)
-                if score >= threshold:
-                    best, best_score = label, score
-                    break
-            for score in field_scores.values():
-                if second < score < threshold:
-                    second = score
-        else:
-            for label, score in field_scores.items():
-                if score > best_score:
-                    best, best_score, second = label, score, best_score
-                elif score > second:
-                    second = score
-        if best_score < threshold or best_score < DOMINANCE * second:
-            continue
-        labels[name] = best
-        confidences[name] = field_confidence(name, best_score, second)
-    return labels, confidences
-
-
 def _member(values: np.ndarray, table: np.ndarray) -> np.ndarray:
     """``values`` in the sorted ``table``."""
     at = np.minimum(np.searchsorted(table, values), len(table) - 1)
     return table[at] == values
 
 
-def _scores(texts: Sequence[str]):
-    """``(text number, scores, cue spans, buffer)`` of each text with any cue that can count (see
-    :func:`_read_chunk`)."""
+_LABELS: list[tuple[str, str]] = [(name, label) for name in ENV_FIELDS for label in VOCABULARY[name]]
+_LABEL_NO = {pair: i for i, pair in enumerate(_LABELS)}
+_RULE_LABEL = np.array([_LABEL_NO[(r.field, r.label)] for r in _ALL_RULES], dtype=np.int64)
+_RULE_CONTEXT = np.array([r.prefix is not None or r.suffix is not None for r in _ALL_RULES])
+_FIELD_LABELS = {name: (_LABEL_NO[(name, VOCABULARY[name][0])], len(VOCABULARY[name])) for name in ENV_FIELDS}
+_LABEL_FIELD = np.array([ENV_FIELDS.index(name) for name, _ in _LABELS])
+_WEATHER_ORDER = np.array([VOCABULARY["weather"].index(label) for label in WEATHER_PRIORITY])
+
+
+@dataclass
+class _Evidence:
+    """The cues that count, as arrays (one entry per counted occurrence of a cue), and the cue weight of every text
+    and label."""
+
+    text: np.ndarray
+    label: np.ndarray  # global label number (_LABELS)
+    weight: np.ndarray
+    start: np.ndarray  # the cue's span in the buffer
+    end: np.ndarray
+    scores: np.ndarray  # texts x labels
+    buffer: bytes
+
+
+def _evidence(texts: Sequence[str]) -> _Evidence | None:
+    """Read the texts and weigh their cues; None when no text has a cue that counts."""
     n = len(texts)
     if not n:
-        return
+        return None
     reading = _read(texts)
     hits = np.flatnonzero(reading.keep & ~reading.headings[reading.text])
     # Pair each occurrence with its trigger's cues; drop the pairs that cannot count (the word before or after is
@@ -650,28 +638,80 @@ def _scores(texts: Sequence[str]):
     ok[after] &= _member((rule[after] << _SIGNATURE_BITS) | reading.after[hit[after]], _AFTER_KEYS)
     occurrence, rule, hit = occurrence[ok], rule[ok], hit[ok]
     text = reading.text[hit]
-    bound = np.bincount(text * len(ENV_FIELDS) + _RULE_FIELD[rule], weights=_RULE_WEIGHT[rule],
-                        minlength=n * len(ENV_FIELDS)).reshape(n, len(ENV_FIELDS))
-    active = (bound >= _THRESHOLDS).any(axis=1)
-    keep = active[text]
+    fields = len(ENV_FIELDS)
+    bound = np.bincount(text * fields + _RULE_FIELD[rule], weights=_RULE_WEIGHT[rule], minlength=n * fields)
+    keep = (bound.reshape(n, fields) >= _THRESHOLDS).any(axis=1)[text]
     if not keep.any():
-        return
+        return None
     occurrence, rule, hit, text = occurrence[keep], rule[keep], hit[keep], text[keep]
 
+    # The cues with a context (a prefix or suffix regex), and compound heads, are read in Python; the others match.
     buffer, raw = reading.buffer, reading.raw
-    separators = np.r_[-2, reading.separators, len(raw) + 1].tolist()
-    # A prefix is searched from the start of the word as many words back as it can span (within the text).
-    first_word = np.searchsorted(reading.all_starts, np.r_[0, reading.separators][text])
-    window = reading.all_starts[np.maximum(reading.word[hit] - _RULE_PREFIX_WORDS[rule], first_word)]
-    pairs = list(zip(occurrence.tolist(), rule.tolist(), reading.starts[hit].tolist(), reading.ends[hit].tolist(),
-                     reading.compound_head[hit].tolist(), window.tolist()))
-    bounds = np.flatnonzero(np.r_[True, text[1:] != text[:-1], True]).tolist()
-    text_list = text.tolist()
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        c = text_list[a]
-        scores, spans = _read_chunk(buffer, raw, pairs[a:b], separators[c + 1] - 1)
-        if scores:
-            yield c, scores, spans, buffer
+    start, end = reading.starts[hit], reading.ends[hit]
+    weight = _RULE_WEIGHT[rule]
+    matched = np.ones(len(rule), dtype=bool)
+    head = reading.compound_head[hit]
+    need = np.flatnonzero(_RULE_CONTEXT[rule] | head)
+    if len(need):
+        first_word = np.searchsorted(reading.all_starts, np.r_[0, reading.separators][text[need]])
+        window = reading.all_starts[np.maximum(reading.word[hit[need]] - _RULE_PREFIX_WORDS[rule[need]], first_word)]
+        text_end = np.r_[reading.separators, len(buffer)][text[need]]
+        for i, number, p, q, lo, hi, compound in zip(need.tolist(), rule[need].tolist(), start[need].tolist(),
+                                                     end[need].tolist(), window.tolist(), text_end.tolist(),
+                                                     head[need].tolist()):
+            cue = _ALL_RULES[number]
+            if cue.prefix is not None:
+                match = cue.prefix.search(buffer, lo, p)
+                if match is None:
+                    matched[i] = False
+                    continue
+                start[i] = match.start()
+            if cue.suffix is not None:
+                match = cue.suffix.match(buffer, q, min(hi, q + _WINDOW))
+                if match is None:
+                    matched[i] = False
+                    continue
+                end[i] = match.end()
+            if compound and _foreign_head(raw, p, cue.field):
+                weight[i] = 0.0  # a compound naming another thing: no evidence for the field, like a veto
+    # Per occurrence and field the first matching cue decides (vetoes come first, then the heaviest).
+    index = np.flatnonzero(matched)
+    _, first = np.unique(occurrence[index] * fields + _RULE_FIELD[rule[index]], return_index=True)
+    index = index[first]
+    index = index[weight[index] > 0]
+    text, label, weight = text[index], _RULE_LABEL[rule[index]], weight[index]
+    # A word counted again for the same label of the same text counts REPEAT_WEIGHT.
+    word = reading.lookup[hit[index]]
+    group = (text * len(_LABELS) + label) * len(_LOOKUP) + word
+    order = np.lexsort((index, group))
+    repeated = np.zeros(len(index), dtype=bool)
+    repeated[order[1:]] = group[order[1:]] == group[order[:-1]]
+    weight = np.where(repeated, weight * REPEAT_WEIGHT, weight)
+    scores = np.bincount(text * len(_LABELS) + label, weights=weight, minlength=n * len(_LABELS)).reshape(n, -1)
+    return _Evidence(text, label, weight, start[index], end[index], scores, buffer)
+
+
+def _decide(scores: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per field, the chosen label's number within the field (-1: unknown) and its confidence, for every text."""
+    chosen: dict[str, np.ndarray] = {}
+    confidence: dict[str, np.ndarray] = {}
+    rows = np.arange(len(scores))
+    for name in ENV_FIELDS:
+        first, count = _FIELD_LABELS[name]
+        segment = scores[:, first:first + count]
+        threshold = THRESHOLD[name]
+        if name == "weather":  # the guide's order when several kinds hold at once
+            over = segment[:, _WEATHER_ORDER] >= threshold
+            best = _WEATHER_ORDER[over.argmax(axis=1)]
+            second = np.where(segment < threshold, segment, 0.0).max(axis=1)
+        else:
+            best = segment.argmax(axis=1)
+            second = np.partition(segment, count - 2, axis=1)[:, count - 2]
+        best_score = segment[rows, best]
+        known = (best_score >= threshold) & (best_score >= DOMINANCE * second)
+        chosen[name] = np.where(known, best, -1)
+        confidence[name] = field_confidence(name, best_score, second)
+    return chosen, confidence
 
 
 def analyze_columns(texts: Sequence[str]) -> dict[str, list]:
@@ -682,25 +722,51 @@ def analyze_columns(texts: Sequence[str]) -> dict[str, list]:
     columns["confidence"] = [0.0] * n
     columns["cues"] = [{} for _ in range(n)]
     columns["field_confidence"] = [{} for _ in range(n)]
-    for c, scores, spans, buffer in _scores(texts):
-        labels, confidences = _decide(scores)
-        if labels:
-            cues = columns["cues"][c]
-            for name, label in labels.items():
-                columns[name][c] = label
-                cues[name] = sorted({_cue_text(buffer, x, y) for x, y in spans[(name, label)]})
-            columns["field_confidence"][c] = confidences
-            columns["confidence"][c] = passage_confidence(confidences)
+    evidence = _evidence(texts)
+    if evidence is None:
+        return columns
+    chosen, confidence = _decide(evidence.scores)
+    chosen_label = np.full((n, len(ENV_FIELDS)), -1, dtype=np.int64)
+    for f, name in enumerate(ENV_FIELDS):
+        known = chosen[name] >= 0
+        chosen_label[:, f] = np.where(known, _FIELD_LABELS[name][0] + chosen[name], -1)
+        vocabulary = VOCABULARY[name]
+        column, confidences = columns[name], columns["field_confidence"]
+        for c, label, value in zip(np.flatnonzero(known).tolist(), chosen[name][known].tolist(),
+                                   confidence[name][known].tolist()):
+            column[c] = vocabulary[label]
+            confidences[c][name] = value
+    for c in np.flatnonzero((chosen_label >= 0).any(axis=1)).tolist():
+        columns["confidence"][c] = passage_confidence(columns["field_confidence"][c])
+    # Cue texts: the spans behind each chosen label.
+    label_field = _LABEL_FIELD[evidence.label]
+    behind = chosen_label[evidence.text, label_field] == evidence.label
+    buffer = evidence.buffer
+    for c, g, a, b in sorted(zip(evidence.text[behind].tolist(), evidence.label[behind].tolist(),
+                                 evidence.start[behind].tolist(), evidence.end[behind].tolist())):
+        cues = columns["cues"][c].setdefault(_LABELS[g][0], [])
+        cue = _cue_text(buffer, a, b)
+        if cue not in cues:
+            cues.append(cue)
+    for cues in columns["cues"]:
+        for name in cues:
+            cues[name].sort()
     return columns
 
 
 def rule_scores(text: str) -> dict[str, dict[str, tuple[float, list[str]]]]:
     """Why the analyzer labels ``text`` as it does: per field and label, the summed cue weight and the cues that
     counted (before the threshold and dominance tests of :func:`analyze_columns`)."""
-    for _, scores, spans, buffer in _scores([text]):
-        return {name: {label: (round(score, 3), sorted({_cue_text(buffer, x, y) for x, y in spans[(name, label)]}))
-                       for label, score in field_scores.items()} for name, field_scores in scores.items()}
-    return {}
+    evidence = _evidence([text])
+    if evidence is None:
+        return {}
+    found: dict[str, dict[str, tuple[float, list[str]]]] = {}
+    for g, a, b in zip(evidence.label.tolist(), evidence.start.tolist(), evidence.end.tolist()):
+        name, label = _LABELS[g]
+        score, cues = found.setdefault(name, {}).get(label, (round(float(evidence.scores[0, g]), 3), []))
+        cue = _cue_text(evidence.buffer, a, b)
+        found[name][label] = (score, sorted(set(cues) | {cue}))
+    return found
 
 
 def features_at(columns: Mapping[str, Sequence], i: int) -> EnvironmentFeatures:
