@@ -285,7 +285,7 @@ def cmd_eval_labels(args: argparse.Namespace) -> int:
             return 1
         print(file=sys.stderr)
         analyzer = f"LLM analyzer {ollama.model} at {ollama.url} (hybrid mode; gaps filled from rule labels)"
-    report = label_eval.evaluate(passages, predictions, gold)
+    report = label_eval.evaluate(passages, predictions, gold, agreement=label_eval.load_agreement(data))
     report.update(mode=args.mode, split=args.split, analyzer=analyzer)
     title = (f"eval-labels: {analyzer}; split {args.split}, {len(passages)} passages; hand labels of two "
              f"annotators, adjudicated ({data})")

@@ -48,6 +48,12 @@ def load_passages(data_dir: str | Path = DEFAULT_DATA_DIR, split: str = "all") -
     return [p for p in passages if split == "all" or p["split"] == split]
 
 
+def load_agreement(data_dir: str | Path = DEFAULT_DATA_DIR) -> dict[str, dict]:
+    """The two annotators' agreement per field as ``labels.json`` records it (raw agreement, Cohen's kappa)."""
+    data = json.loads((Path(data_dir) / "labels.json").read_text(encoding="utf-8"))
+    return data.get("agreement", {}) if isinstance(data, dict) else {}
+
+
 def load_gold(data_dir: str | Path = DEFAULT_DATA_DIR) -> dict[str, dict]:
     """The adjudicated hand labels by passage id (``labels.json``); raises FileNotFoundError without it."""
     path = Path(data_dir) / "labels.json"
@@ -179,12 +185,13 @@ class Predictions:
 
 
 def evaluate(passages: Sequence[dict], predictions: Predictions, gold: Mapping[str, dict],
-             fields: Sequence[str] = EVAL_FIELDS, seed: int = 0) -> dict:
+             fields: Sequence[str] = EVAL_FIELDS, seed: int = 0, agreement: Mapping[str, dict] | None = None) -> dict:
     """The report of ``predictions`` against the hand labels (JSON-serialisable; :func:`format_report` prints it)."""
     missing = [p["id"] for p in passages if p["id"] not in gold]
     if missing:
         raise ValueError(f"{len(missing)} passage(s) have no hand label, e.g. {missing[0]}")
-    report: dict = {"passages": len(passages), "fields": {}, "notes": dict(predictions.notes)}
+    report: dict = {"passages": len(passages), "fields": {}, "notes": dict(predictions.notes),
+                    "annotator_agreement": dict(agreement or {})}
     calibration_rows: list[tuple[float, bool]] = []
     for name in fields:
         truth = [gold[p["id"]][name] for p in passages]
@@ -287,6 +294,10 @@ def format_report(report: dict, title: str) -> str:
             text += (f"; always {m['label']!r}: precision {_pct(m['precision'])}, recall {m['recall']:.2f}, "
                      f"F1 {m['f1']:.2f}, accuracy {m['accuracy']:.2f}")
         lines.append(text)
+    if report.get("annotator_agreement"):
+        lines += ["", "the two annotators (all 340 passages, before adjudication): " + "; ".join(
+            f"{name} {a.get('raw_agreement', 0):.1%} agree, kappa {a.get('cohen_kappa', 0):.2f}"
+            for name, a in report["annotator_agreement"].items())]
     lines += ["", "confusion (hand label -> given label):"]
     for name, f in report["fields"].items():
         c = f["confusion"]
