@@ -580,7 +580,7 @@ def _foreign_head(raw: bytes, p: int, field_name: str) -> bool:
     if field_name in COMPOUND_HEAD_FIELDS:
         return False
     k = p - 1
-    while k > 0 and 65 <= (raw[k - 1] | 32) - 32 + 32 <= 122 and chr(raw[k - 1]).isalpha():
+    while k > 0 and _IS_LETTER[raw[k - 1]]:
         k -= 1
     return raw[k:p - 1].decode("ascii", "replace").lower() not in COMPOUND_HEAD_PREFIXES
 
