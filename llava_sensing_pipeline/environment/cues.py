@@ -429,3 +429,26 @@ TITLE_ABBREVIATIONS: frozenset[str] = frozenset(
 # the head of a compound is another thing ("sea-room", "rain-water"), except after these first parts ("to-night").
 COMPOUND_HEAD_FIELDS: frozenset[str] = frozenset({"location", "movement"})
 COMPOUND_HEAD_PREFIXES: frozenset[str] = frozenset({"to", "mid"})
+
+# --- tense: is the passage, and the cue's sentence, narration of a scene? ----------------------------------------
+# The narrated scene is told in the past tense ("it was raining", "we sat in the parlour"); a present-tense sentence
+# in the narration is a general statement, a description or a reflection ("the town lies on a hill", "you may paddle
+# all day long"), and a passage whose narration is mostly in the present tense has no scene (essays, guide-book
+# descriptions). Counted outside dialogue only. Present: these finite forms ("have" and "do" after a modal or "to"
+# are already modal clauses or infinitives; the rule reads the sentence, so a present form anywhere in it counts).
+PRESENT_TENSE_WORDS: frozenset[str] = frozenset({
+    "is", "are", "am", "has", "have", "does", "do",
+    # the third person of the verbs a description of a place or a general statement uses ("the town lies on a hill",
+    # "the road runs along the river", "the pyramid makes a triangle")
+    "lies", "stands", "rises", "flows", "stretches", "leads", "makes", "goes", "takes", "gives", "shines",
+    "becomes", "remains", "contains", "appears", "extends", "belongs", "consists", "grows", "hangs", "sits", "says",
+    "knows", "thinks", "seems",
+})
+# Past: these forms, and any word of four or more letters ending in "-ed" except the few below (not verbs).
+PAST_TENSE_WORDS: frozenset[str] = frozenset("""
+was were had did went came sat stood saw took made said found got left ran rode lay felt knew thought told began
+brought kept held heard led met paid put read rose sank set shook slept spoke spent stole struck swam swung threw
+understood woke wore wrote drew drove fell flew fought gave grew hung hid hit hurt let lit lost meant sent shot shut
+sang bore broke bought caught chose dug fed fled forgot froze lent became crept""".split())
+NOT_PAST_ED: frozenset[str] = frozenset({"need", "indeed", "hundred", "speed", "seed", "feed", "breed", "creed",
+                                         "naked", "wicked", "sacred", "aged", "beloved", "ragged"})

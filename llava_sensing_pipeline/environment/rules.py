@@ -29,6 +29,7 @@ the others', over 3, capped at 1: about 0.25-0.3 per known context field.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ from .cues import (
     NEGATORS,
     NON_SCENE_CLAUSE_MARKERS,
     NON_SCENE_MARKERS,
+    NOT_PAST_ED,
+    PAST_TENSE_WORDS,
+    PRESENT_TENSE_WORDS,
     SIMILE_MARKERS,
     TIME_UNITS,
     TITLE_ABBREVIATIONS,
@@ -49,19 +53,37 @@ from .cues import (
 )
 from .vocabulary import CONTEXT_FIELDS, ENV_FIELDS, VOCABULARY
 
+# The decision per field: a label needs cue weight THRESHOLD and DOMINANCE times the weight of any other label of the
+# field (UNCONTESTED: no other label may have any cue); NEVER: the field is never labelled. For the five fields with
+# hand labels both are chosen by ``label_eval.fit_rule_decisions`` on the label-evaluation set (round 1): the
+# loosest setting whose labels reach 0.85 precision, estimated by leave-one-book-out cross-validation (README, Label
+# quality); a test checks that these values are what the fit gives. Humidity and wind have no hand labels.
+NEVER = math.inf
+UNCONTESTED = math.inf
 THRESHOLD: dict[str, float] = {
+    "temperature_hint": NEVER,
+    "humidity_hint": 2.0,
+    "weather": 2.0,
+    "time_of_day": 1.5,
+    "location": 4.0,
+    "movement": NEVER,
+    "wind": 2.0,
+}
+DOMINANCE: dict[str, float] = {
     "temperature_hint": 2.0,
     "humidity_hint": 2.0,
     "weather": 2.0,
-    "time_of_day": 2.0,
-    "location": 2.5,
+    "time_of_day": UNCONTESTED,
+    "location": 2.0,
     "movement": 2.0,
     "wind": 2.0,
 }
-DOMINANCE = 2.0
 # A passage with this share of capital letters (of its bytes; prose has 2-5 %) is a heading, a table of contents or
 # a list of names: no scene.
 MAX_CAPITAL_SHARE = 0.065
+# A text whose narration (outside dialogue) has this share or more of its tensed verbs in the present tense is not a
+# narrated scene (an essay, a description, a reflection): no label at all.
+PRESENT_SHARE = 0.5
 REPEAT_WEIGHT = 0.5
 WEATHER_PRIORITY: tuple[str, ...] = ("storm", "snow", "rain", "fog", "windy", "cloudy", "clear")
 
@@ -101,30 +123,30 @@ class EnvironmentFeatures:
         }
 
 
-# Confidence is an estimate of the probability that a label is right: the precision of the field's labels on the
-# dev split of the label-evaluation set (smoothed: (right + 1) / (given + 2); humidity and wind, which have no hand
-# labels, get 0.6), lower when another label of the field had cues too (CONTESTED), and a little higher with
-# evidence beyond the threshold (up to EVIDENCE_BONUS at three times it).
-FIELD_PRECISION: dict[str, float] = {
-    "weather": 0.80,  # 7 of 8 on dev
-    "time_of_day": 0.93,  # 13 of 13
-    "location": 0.72,  # 17 of 23
-    "movement": 0.69,  # 8 of 11
-    "temperature_hint": 0.67,  # 1 of 1
-    "humidity_hint": 0.6,
-    "wind": 0.6,
+# Confidence estimates the probability that a label is right: per field, the precision of its labels on books the
+# decision was not fitted on (leave-one-book-out cross-validation on the label-evaluation set, smoothed: (right + 1)
+# / (given + 2)), for labels with cue weight under STRONG times the threshold and for those at or over it (never lower
+# than the former). Humidity and wind, which have no hand labels, get 0.5. Fitted with THRESHOLD.
+STRONG = 2.0
+CONFIDENCE: dict[str, tuple[float, float]] = {
+    "temperature_hint": (0.5, 0.5),  # never labelled
+    "humidity_hint": (0.5, 0.5),
+    "weather": (0.86, 0.86),
+    "time_of_day": (0.87, 0.87),
+    "location": (0.85, 0.85),
+    "movement": (0.5, 0.5),  # never labelled
+    "wind": (0.5, 0.5),
 }
-CONTESTED = 0.85
-EVIDENCE_BONUS = 0.06
 
 
-def field_confidence(name: str, best, second):
-    """Confidence of field ``name``'s label, supported by cue weight ``best`` against ``second`` for any other label
-    of the field (see ``FIELD_PRECISION``); numbers or numpy arrays."""
-    threshold = THRESHOLD[name]
-    extra = np.clip((np.asarray(best) - threshold) / threshold, 0.0, 2.0)
-    value = FIELD_PRECISION[name] * np.where(np.asarray(second) > 0, CONTESTED, 1.0) + EVIDENCE_BONUS * extra
-    value = np.round(np.minimum(0.99, value), 3)
+def field_confidence(name: str, best, second=0.0, threshold: float | None = None,
+                     table: Mapping[str, tuple[float, float]] | None = None):
+    """Confidence of field ``name``'s label supported by cue weight ``best`` (see ``CONFIDENCE``); numbers or numpy
+    arrays. ``second`` (the weight of the field's other labels) is accepted for callers that have it; the decision
+    has already weighed it."""
+    threshold = THRESHOLD[name] if threshold is None else threshold
+    weak, strong = (CONFIDENCE if table is None else table)[name]
+    value = np.where(np.asarray(best) >= STRONG * threshold, max(weak, strong), weak)
     return float(value) if value.ndim == 0 else value
 
 
@@ -278,9 +300,10 @@ _RULES = _compile_rules()
 
 # The lookup vocabulary: trigger words and context words. Each lookup word has a trigger id (-1: none) and context
 # flags.
-_NEG, _SIMILE, _NON_SCENE, _MODAL, _VIEW, _TIME_UNIT = 1, 2, 4, 8, 16, 32
+_NEG, _SIMILE, _NON_SCENE, _MODAL, _VIEW, _TIME_UNIT, _PRESENT, _PAST, _NOT_PAST = 1, 2, 4, 8, 16, 32, 64, 128, 256
 _CONTEXT_SETS = ((_NEG, NEGATORS), (_SIMILE, SIMILE_MARKERS), (_NON_SCENE, NON_SCENE_MARKERS),
-                 (_MODAL, NON_SCENE_CLAUSE_MARKERS), (_VIEW, VIEW_MARKERS), (_TIME_UNIT, TIME_UNITS))
+                 (_MODAL, NON_SCENE_CLAUSE_MARKERS), (_VIEW, VIEW_MARKERS), (_TIME_UNIT, TIME_UNITS),
+                 (_PRESENT, PRESENT_TENSE_WORDS), (_PAST, PAST_TENSE_WORDS), (_NOT_PAST, NOT_PAST_ED))
 _LOOKUP: list[bytes] = sorted(set(_RULES) | {w.encode() for _, words in _CONTEXT_SETS for w in words})
 _LOOKUP_ID: dict[bytes, int] = {w: i for i, w in enumerate(_LOOKUP)}
 _TRIGGER_OF = np.array([i if w in _RULES else -1 for i, w in enumerate(_LOOKUP)], dtype=np.int64)
@@ -408,6 +431,7 @@ class _Reading:
     view: np.ndarray
     compound_head: np.ndarray
     headings: np.ndarray  # per text: mostly capitalised words (a heading, a table of contents)
+    scene: np.ndarray  # per text: its narration is mostly in the past tense (a narrated scene)
     before: np.ndarray  # signature of the word before each lookup word found
     after: np.ndarray  # signature of the word after it
     separators: np.ndarray  # where the texts are joined
@@ -524,8 +548,32 @@ def _read(texts: Sequence[str]) -> _Reading:
     view = np.zeros(len(clause_bounds) + 1, dtype=bool)
     view[clause[(flags & _VIEW) != 0]] = True
 
+    # Dialogue: quotation spans that close within their paragraph.
+    d_start, d_end = _dialogue_spans(r, marks, cls, breaks)
+
+    def narrated(positions: np.ndarray) -> np.ndarray:
+        if not len(d_start):
+            return np.ones(len(positions), dtype=bool)
+        last = np.searchsorted(d_start, positions) - 1
+        return ~((last >= 0) & (d_end[np.maximum(last, 0)] > positions))
+
+    # Tense of the narration: a sentence with a present-tense verb outside dialogue is not the scene; a text whose
+    # narration has PRESENT_SHARE or more of its tensed verbs in the present has no scene at all.
+    present = ((flags & _PRESENT) != 0) & narrated(w_start)
+    present_sentence = np.zeros(len(sentence_bounds) + 1, dtype=bool)
+    present_sentence[sentence[present]] = True
+    ed = (ends - starts > 3) & (data[np.maximum(ends - 1, 0)] == 100) & (data[np.maximum(ends - 2, 0)] == 101)
+    ed[index[(flags & _NOT_PAST) != 0]] = False
+    ed[index[(flags & _PAST) != 0]] = True
+    past_at = starts[ed]
+    past_at = past_at[narrated(past_at)]
+    past_count = np.bincount(np.searchsorted(separators, past_at), minlength=n)
+    present_count = np.bincount(np.searchsorted(separators, w_start[present]), minlength=n)
+    scene = present_count < PRESENT_SHARE * (present_count + past_count)
+    scene |= present_count == 0
+
     keep = _TRIGGER_OF[ids] >= 0
-    keep &= ~non_scene[sentence] & ~modal[clause]
+    keep &= ~non_scene[sentence] & ~modal[clause] & ~present_sentence[sentence]
     # Names and headings: capitalised inside a sentence, or in capitals.
     upper = _IS_UPPER[r[w_start]]
     heading_word = upper & ((w_end - w_start) > 1) & _IS_UPPER[r[np.minimum(w_start + 1, size - 1)]]
@@ -545,12 +593,7 @@ def _read(texts: Sequence[str]) -> _Reading:
     # Compounds: the first part of a hyphenated compound is never evidence; a last part is marked for the rules.
     keep &= ~((r[np.minimum(w_end, size - 1)] == 45) & _IS_LETTER[r[np.minimum(w_end + 1, size - 1)]])
     compound_head = (r[np.maximum(w_start - 1, 0)] == 45) & _IS_LETTER[r[np.maximum(w_start - 2, 0)]]
-    # Dialogue.
-    if keep.any():
-        d_start, d_end = _dialogue_spans(r, marks, cls, breaks)
-        if len(d_start):
-            last = np.searchsorted(d_start, w_start) - 1
-            keep &= ~((last >= 0) & (d_end[np.maximum(last, 0)] > w_start))
+    keep &= narrated(w_start)
     # Comparison: a marker earlier in the same clause ("like a ship in a gale").
     simile = np.flatnonzero((flags & _SIMILE) != 0)
     if len(simile):
@@ -565,7 +608,7 @@ def _read(texts: Sequence[str]) -> _Reading:
         negated |= (clause[j] == clause) & (index - index[j] <= 4) & (positions >= back) & ((flags[j] & _NEG) != 0)
     text = np.searchsorted(separators, w_start)
     previous, following = np.maximum(index - 1, 0), np.minimum(index + 1, len(starts) - 1)
-    return _Reading(raw, buffer, w_start, w_end, text, ids, keep, negated, view[clause], compound_head, headings,
+    return _Reading(raw, buffer, w_start, w_end, text, ids, keep, negated, view[clause], compound_head, headings, scene,
                     _signature(data, starts[previous], ends[previous]).astype(np.int64),
                     _signature(data, starts[following], ends[following]).astype(np.int64), separators, index, starts)
 
@@ -614,13 +657,15 @@ class _Evidence:
     buffer: bytes
 
 
-def _evidence(texts: Sequence[str]) -> _Evidence | None:
-    """Read the texts and weigh their cues; None when no text has a cue that counts."""
+def _evidence(texts: Sequence[str], floor: np.ndarray | None = None) -> _Evidence | None:
+    """Read the texts and weigh their cues; None when no text has a cue that counts. A text whose cue weights reach
+    no field's ``floor`` (default: the fields' thresholds) is dropped early."""
     n = len(texts)
     if not n:
         return None
+    floor = _THRESHOLDS if floor is None else floor
     reading = _read(texts)
-    hits = np.flatnonzero(reading.keep & ~reading.headings[reading.text])
+    hits = np.flatnonzero(reading.keep & ~reading.headings[reading.text] & reading.scene[reading.text])
     # Pair each occurrence with its trigger's cues; drop the pairs that cannot count (the word before or after is
     # not one the cue allows, a negated or viewed occurrence), then the texts whose remaining cue weights cannot
     # reach any field's threshold.
@@ -640,7 +685,7 @@ def _evidence(texts: Sequence[str]) -> _Evidence | None:
     text = reading.text[hit]
     fields = len(ENV_FIELDS)
     bound = np.bincount(text * fields + _RULE_FIELD[rule], weights=_RULE_WEIGHT[rule], minlength=n * fields)
-    keep = (bound.reshape(n, fields) >= _THRESHOLDS).any(axis=1)[text]
+    keep = (bound.reshape(n, fields) >= floor).any(axis=1)[text]
     if not keep.any():
         return None
     occurrence, rule, hit, text = occurrence[keep], rule[keep], hit[keep], text[keep]
@@ -691,27 +736,44 @@ def _evidence(texts: Sequence[str]) -> _Evidence | None:
     return _Evidence(text, label, weight, start[index], end[index], scores, buffer)
 
 
+def decide_field(name: str, segment: np.ndarray, threshold: float, dominance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Field ``name``'s decision on its label weights ``segment`` (texts x the field's labels): the chosen label's
+    number within the field (-1: unknown) and its weight, for every text."""
+    count = segment.shape[1]
+    rows = np.arange(len(segment))
+    if name == "weather":  # the guide's order when several kinds hold at once
+        over = segment[:, _WEATHER_ORDER] >= threshold
+        best = _WEATHER_ORDER[over.argmax(axis=1)]
+        second = np.where(segment < threshold, segment, 0.0).max(axis=1)
+    else:
+        best = segment.argmax(axis=1)
+        second = np.partition(segment, count - 2, axis=1)[:, count - 2]
+    best_score = segment[rows, best]
+    known = (best_score >= threshold) & ((second <= 0) | (best_score >= dominance * np.maximum(second, 1e-9)))
+    return np.where(known, best, -1), best_score
+
+
+def field_scores(scores: np.ndarray, name: str) -> np.ndarray:
+    """The columns of field ``name`` in an evidence score matrix (texts x all labels)."""
+    first, count = _FIELD_LABELS[name]
+    return scores[:, first:first + count]
+
+
 def _decide(scores: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per field, the chosen label's number within the field (-1: unknown) and its confidence, for every text."""
     chosen: dict[str, np.ndarray] = {}
     confidence: dict[str, np.ndarray] = {}
-    rows = np.arange(len(scores))
     for name in ENV_FIELDS:
-        first, count = _FIELD_LABELS[name]
-        segment = scores[:, first:first + count]
-        threshold = THRESHOLD[name]
-        if name == "weather":  # the guide's order when several kinds hold at once
-            over = segment[:, _WEATHER_ORDER] >= threshold
-            best = _WEATHER_ORDER[over.argmax(axis=1)]
-            second = np.where(segment < threshold, segment, 0.0).max(axis=1)
-        else:
-            best = segment.argmax(axis=1)
-            second = np.partition(segment, count - 2, axis=1)[:, count - 2]
-        best_score = segment[rows, best]
-        known = (best_score >= threshold) & (best_score >= DOMINANCE * second)
-        chosen[name] = np.where(known, best, -1)
-        confidence[name] = field_confidence(name, best_score, second)
+        chosen[name], best_score = decide_field(name, field_scores(scores, name), THRESHOLD[name], DOMINANCE[name])
+        confidence[name] = field_confidence(name, best_score)
     return chosen, confidence
+
+
+def evidence_scores(texts: Sequence[str]) -> np.ndarray:
+    """The summed cue weight of every text and label (texts x all labels, ``field_scores`` selects a field's), before
+    any threshold: what :func:`decide_field` decides on (for fitting the decision)."""
+    evidence = _evidence(texts, floor=np.zeros(len(ENV_FIELDS)))
+    return np.zeros((len(texts), len(_LABELS))) if evidence is None else evidence.scores
 
 
 def analyze_columns(texts: Sequence[str]) -> dict[str, list]:
