@@ -29,9 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 EVAL_FIELDS: tuple[str, ...] = ("weather", "time_of_day", "location", "movement", "temperature_hint")
 SPLITS: tuple[str, ...] = ("heldout", "dev", "all")
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "llava_sensing_pipeline_tests" / "data" / "label_eval"
+ROUND2 = "round2"  # the held-out set's folder inside the data folder
 CALIBRATION_BINS: tuple[float, ...] = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001)
 BOOTSTRAP_RESAMPLES = 2000
 Z95 = 1.959964
@@ -40,27 +43,56 @@ Z95 = 1.959964
 # --- the data -------------------------------------------------------------------------------------------------
 
 
-def load_passages(data_dir: str | Path = DEFAULT_DATA_DIR, split: str = "all") -> list[dict]:
-    """The passages of ``split`` (``heldout``, ``dev`` or ``all``), in file order."""
+def _round_dirs(data_dir: str | Path, split: str) -> list[Path]:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    passages = json.loads((Path(data_dir) / "passages.json").read_text(encoding="utf-8"))
-    return [p for p in passages if split == "all" or p["split"] == split]
+    root = Path(data_dir)
+    return {"dev": [root], "heldout": [root / ROUND2], "all": [root, root / ROUND2]}[split]
 
 
-def load_agreement(data_dir: str | Path = DEFAULT_DATA_DIR) -> dict[str, dict]:
-    """The two annotators' agreement per field as ``labels.json`` records it (raw agreement, Cohen's kappa)."""
-    data = json.loads((Path(data_dir) / "labels.json").read_text(encoding="utf-8"))
-    return data.get("agreement", {}) if isinstance(data, dict) else {}
+def load_passages(data_dir: str | Path = DEFAULT_DATA_DIR, split: str = "all") -> list[dict]:
+    """The passages of ``split``, in file order: ``dev`` is round 1 (``passages.json``, the 340 passages the rule
+    decisions were designed and fitted on), ``heldout`` is round 2 (``round2/passages.json``, measured once), ``all``
+    both. Raises FileNotFoundError when a round is missing."""
+    passages: list[dict] = []
+    for folder in _round_dirs(data_dir, split):
+        path = folder / "passages.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the {'held-out' if folder.name == ROUND2 else 'dev'} set "
+                                    f"is missing")
+        passages += json.loads(path.read_text(encoding="utf-8"))
+    return passages
+
+
+def load_agreement(data_dir: str | Path = DEFAULT_DATA_DIR, split: str = "dev") -> dict[str, dict]:
+    """The two annotators' agreement per field as the split's ``labels.json`` records it (raw agreement, Cohen's
+    kappa); empty for ``all`` or when not recorded."""
+    if split == "all":
+        return {}
+    path = _round_dirs(data_dir, split)[0] / "labels.json"
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    agreement = data.get("agreement", {}) if isinstance(data, dict) else {}
+    return dict(agreement) if isinstance(agreement, list) else agreement
 
 
 def load_gold(data_dir: str | Path = DEFAULT_DATA_DIR) -> dict[str, dict]:
-    """The adjudicated hand labels by passage id (``labels.json``); raises FileNotFoundError without it."""
-    path = Path(data_dir) / "labels.json"
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(rows, dict):
-        rows = rows.get("labels", rows.get("passages", []))
-    return {row["id"]: row for row in rows}
+    """The adjudicated hand labels by passage id, of both rounds (``labels.json``, ``round2/labels.json`` when
+    present); raises FileNotFoundError without round 1's."""
+    gold: dict[str, dict] = {}
+    for folder in (Path(data_dir), Path(data_dir) / ROUND2):
+        path = folder / "labels.json"
+        if folder.name == ROUND2 and not path.is_file():
+            continue
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(rows, dict):
+            rows = rows.get("labels", rows.get("passages", []))
+        gold.update({row["id"]: row for row in rows})
+    return gold
+
+
+def book_of(passage: Mapping) -> str:
+    """The book a passage comes from (its source file)."""
+    return str(passage.get("source_path") or passage["id"].rsplit("_", 1)[0])
 
 
 # --- statistics -----------------------------------------------------------------------------------------------
@@ -263,6 +295,177 @@ def llm_predictions(passages: Sequence[dict], ollama, seed: int = 42,
         "invalid_json_replies": invalid_json, "fields_filled_by_rules": filled})
 
 
+# --- fitting the rule decisions (leave-one-book-out cross-validation) ---------------------------------------------
+# The rule analyzer's data-driven choices are, per field, the cue weight a label needs (THRESHOLD) and whether other
+# labels of the field may have cues (DOMINANCE 2, or UNCONTESTED), and the confidence of its labels. They are fitted on
+# the dev set (round 1) and their quality on unseen books is estimated by leave-one-book-out cross-validation: the
+# whole fit is repeated without each book and applied to it.
+
+GRID_THRESHOLDS: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
+GRID_DOMINANCE: tuple[float, ...] = (2.0, math.inf)
+TARGET_PRECISION = 0.85
+MIN_LABELS = 3  # a setting is judged on at least this many labels
+
+
+@dataclass
+class _FieldGrid:
+    """One field's decisions at every setting of the grid, on every passage."""
+
+    settings: list[tuple[float, float]]  # (threshold, dominance), strictest first
+    given: np.ndarray  # passages x settings
+    correct: np.ndarray
+    strong: np.ndarray  # cue weight at least STRONG times the threshold
+
+
+def _field_grids(passages: Sequence[dict], gold: Mapping[str, dict]) -> dict[str, _FieldGrid]:
+    from .environment import VOCABULARY, rules
+
+    scores = rules.evidence_scores([p["text"] for p in passages])
+    settings = sorted(((t, d) for t in GRID_THRESHOLDS for d in GRID_DOMINANCE), reverse=True)
+    grids = {}
+    for name in EVAL_FIELDS:
+        vocabulary = np.array(VOCABULARY[name])
+        truth = np.array([gold[p["id"]][name] for p in passages])
+        segment = rules.field_scores(scores, name)
+        shape = (len(passages), len(settings))
+        given, correct, strong = np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(shape, bool)
+        for j, (threshold, dominance) in enumerate(settings):
+            chosen, best = rules.decide_field(name, segment, threshold, dominance)
+            given[:, j] = chosen >= 0
+            correct[:, j] = given[:, j] & (vocabulary[np.maximum(chosen, 0)] == truth)
+            strong[:, j] = best >= rules.STRONG * threshold
+        grids[name] = _FieldGrid(settings, given, correct, strong)
+    return grids
+
+
+def _choose(grid: _FieldGrid, rows: np.ndarray) -> int | None:
+    """The setting with the most right labels among those whose labels on ``rows`` reach TARGET_PRECISION (at least
+    MIN_LABELS of them); the strictest on a tie; None when no setting does (the field is never labelled)."""
+    given = grid.given[rows].sum(axis=0)
+    correct = grid.correct[rows].sum(axis=0)
+    ok = (given >= MIN_LABELS) & (correct >= TARGET_PRECISION * given)
+    if not ok.any():
+        return None
+    return int(np.argmax(np.where(ok, correct, -1)))
+
+
+def _confidence_table(strong: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
+    """(weak, strong) confidence from labels' strength and correctness: smoothed precision (k + 1) / (n + 2) of each
+    group; pooled when the strong labels are not the more precise (so confidence never falls with evidence)."""
+    def smoothed(k: int, n: int) -> float:
+        return round((k + 1) / (n + 2), 2)
+
+    weak = smoothed(int(correct[~strong].sum()), int((~strong).sum()))
+    high = smoothed(int(correct[strong].sum()), int(strong.sum()))
+    if high < weak:
+        weak = high = smoothed(int(correct.sum()), len(correct))
+    return weak, high
+
+
+def _out_of_fold(grid: _FieldGrid, books: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                                 list]:
+    """Leave-one-book-out over ``rows``: each book's labels at the setting chosen without it. Returns, per row, given,
+    correct and strong, and the setting chosen for each book."""
+    given, correct, strong = (np.zeros(len(books), bool) for _ in range(3))
+    chosen = []
+    for book in sorted(set(books[rows])):
+        held = rows & (books == book)
+        j = _choose(grid, rows & ~held)
+        chosen.append((book, None if j is None else grid.settings[j]))
+        if j is not None:
+            given[held], correct[held], strong[held] = grid.given[held, j], grid.correct[held, j], grid.strong[held, j]
+    return given, correct, strong, chosen
+
+
+def _fit(grid: _FieldGrid, books: np.ndarray, rows: np.ndarray) -> tuple[int | None, tuple[float, float]]:
+    """The whole fit on ``rows``: the setting (None: never label) and the confidence table. The setting is
+    :func:`_choose`'s, dropped when leave-one-book-out over ``rows`` shows that its labels clearly miss
+    TARGET_PRECISION on unseen books (the upper end of the 95 % interval of their precision is below it); the
+    confidence is the precision of those out-of-fold labels."""
+    given, correct, strong, _ = _out_of_fold(grid, books, rows)
+    n, k = int(given.sum()), int(correct.sum())
+    j = _choose(grid, rows) if wilson(k, n)[1] >= TARGET_PRECISION else None
+    return j, _confidence_table(strong[given], correct[given])
+
+
+def _setting_name(setting: tuple[float, float] | None) -> str:
+    if setting is None:
+        return "never"
+    return f"{setting[0]:g}/{'uncontested' if setting[1] == math.inf else f'{setting[1]:g}'}"
+
+
+def fit_rule_decisions(passages: Sequence[dict], gold: Mapping[str, dict]) -> dict:
+    """Fit the rule analyzer's decisions on ``passages`` and estimate their quality by leave-one-book-out
+    cross-validation of the whole fit (see the section comment). Per field: ``threshold`` and ``dominance`` (None:
+    never labelled, because no setting reaches the target precision or its labels clearly miss it on unseen books),
+    ``confidence`` (weak, strong: the cross-validated precision of the labels), ``cv`` (each book labelled by the fit
+    made without it, an inner cross-validation included: given, correct, known, precision and recall with Wilson
+    intervals, and the setting chosen without each book), and the ``calibration`` table of those labels by the
+    confidence fitted without their book."""
+    from .environment import rules
+
+    grids = _field_grids(passages, gold)
+    books = np.array([book_of(p) for p in passages])
+    everything = np.ones(len(passages), bool)
+    result: dict = {"passages": len(passages), "books": len(set(books)), "target_precision": TARGET_PRECISION,
+                    "fields": {}}
+    calibration_rows: list[tuple[float, bool]] = []
+    for name, grid in grids.items():
+        given, correct = np.zeros(len(books), bool), np.zeros(len(books), bool)
+        chosen = []
+        for book in sorted(set(books)):
+            held = books == book
+            j, table = _fit(grid, books, ~held)
+            chosen.append(None if j is None else grid.settings[j])
+            if j is None:
+                continue
+            given[held], correct[held] = grid.given[held, j], grid.correct[held, j]
+            for ok, is_strong in zip(grid.correct[held & given, j], grid.strong[held & given, j]):
+                calibration_rows.append((table[1] if is_strong else table[0], bool(ok)))
+        j, table = _fit(grid, books, everything)
+        known = sum(gold[p["id"]][name] != "unknown" for p in passages)
+        k, n = int(correct.sum()), int(given.sum())
+        result["fields"][name] = {
+            "threshold": None if j is None else grid.settings[j][0],
+            "dominance": None if j is None else ("uncontested" if grid.settings[j][1] == math.inf
+                                                 else grid.settings[j][1]),
+            "confidence": table,
+            "cv": {"given": n, "correct": k, "known": known, "precision": k / n if n else None,
+                   "precision_ci": wilson(k, n), "recall": k / known if known else 0.0,
+                   "recall_ci": wilson(k, known), "f1": _f1(k, n, known),
+                   "settings": Counter(map(_setting_name, chosen)).most_common()},
+        }
+    result["calibration"] = calibration(calibration_rows)
+    result["strong_factor"] = rules.STRONG
+    return result
+
+
+def format_fit_report(fit: dict) -> str:
+    """The fit as text: the chosen decisions and the cross-validated figures per field, and the calibration."""
+    lines = [f"rule decisions fitted on {fit['passages']} passages of {fit['books']} books; expected quality by "
+             f"leave-one-book-out cross-validation (target precision {fit['target_precision']:.2f})", ""]
+    header = (f"{'field':<17}{'threshold':>10}{'dominance':>13}{'confidence':>12}   {'CV labels':>9}{'right':>6}"
+              f"{'known':>6}  {'precision [95% CI]':<20}{'recall [95% CI]':<20}settings chosen per book")
+    lines += [header, "-" * len(header)]
+    for name, f in fit["fields"].items():
+        cv = f["cv"]
+        threshold = "never" if f["threshold"] is None else f"{f['threshold']:g}"
+        dominance = "-" if f["dominance"] is None else str(f["dominance"])
+        confidence = "-" if f["threshold"] is None else "/".join(f"{c:.2f}" for c in f["confidence"])
+        settings = ", ".join(f"{s} x{k}" for s, k in cv["settings"])
+        lines.append(f"{name:<17}{threshold:>10}{dominance:>13}{confidence:>12}   {cv['given']:>9}{cv['correct']:>6}"
+                     f"{cv['known']:>6}  {_pct(cv['precision']) + ' ' + _ci(cv['precision_ci']):<20}"
+                     f"{_pct(cv['recall']) + ' ' + _ci(cv['recall_ci']):<20}{settings}")
+    lines += ["", "calibration of the out-of-fold labels (confidence fitted without their book):"]
+    for row in fit["calibration"]:
+        lo, hi = row["bin"]
+        lines.append(f"  [{lo:.2f}, {hi:.2f}{']' if hi >= 1.0 else ')'}  {row['labels']:>4} labels  "
+                     f"precision {row['precision']:.2f} {_ci(row['precision_ci'])}")
+    if not fit["calibration"]:
+        lines.append("  (no labels given)")
+    return "\n".join(lines)
+
+
 # --- printing -------------------------------------------------------------------------------------------------
 
 
@@ -295,7 +498,7 @@ def format_report(report: dict, title: str) -> str:
                      f"F1 {m['f1']:.2f}, accuracy {m['accuracy']:.2f}")
         lines.append(text)
     if report.get("annotator_agreement"):
-        lines += ["", "the two annotators (all 340 passages, before adjudication): " + "; ".join(
+        lines += ["", "the two annotators (this set's passages, before adjudication): " + "; ".join(
             f"{name} {a.get('raw_agreement', 0):.1%} agree, kappa {a.get('cohen_kappa', 0):.2f}"
             for name, a in report["annotator_agreement"].items())]
     lines += ["", "confusion (hand label -> given label):"]
