@@ -304,6 +304,7 @@ _NEG, _SIMILE, _NON_SCENE, _MODAL, _VIEW, _TIME_UNIT, _PRESENT, _PAST, _NOT_PAST
 _CONTEXT_SETS = ((_NEG, NEGATORS), (_SIMILE, SIMILE_MARKERS), (_NON_SCENE, NON_SCENE_MARKERS),
                  (_MODAL, NON_SCENE_CLAUSE_MARKERS), (_VIEW, VIEW_MARKERS), (_TIME_UNIT, TIME_UNITS),
                  (_PRESENT, PRESENT_TENSE_WORDS), (_PAST, PAST_TENSE_WORDS), (_NOT_PAST, NOT_PAST_ED))
+_CONTEXT_FLAGS = _NEG | _SIMILE | _NON_SCENE | _MODAL | _VIEW | _TIME_UNIT
 _LOOKUP: list[bytes] = sorted(set(_RULES) | {w.encode() for _, words in _CONTEXT_SETS for w in words})
 _LOOKUP_ID: dict[bytes, int] = {w: i for i, w in enumerate(_LOOKUP)}
 _TRIGGER_OF = np.array([i if w in _RULES else -1 for i, w in enumerate(_LOOKUP)], dtype=np.int64)
@@ -538,16 +539,6 @@ def _read(texts: Sequence[str]) -> _Reading:
             near |= unit[j] & (index[j] - index[every] >= 1) & (index[j] - index[every] <= 2)
         flags[every[~near]] &= ~_MODAL
 
-    # Sentences and clauses of each lookup word; which hold markers.
-    sentence = np.searchsorted(sentence_bounds, w_start)
-    clause = np.searchsorted(clause_bounds, w_start)
-    non_scene = np.zeros(len(sentence_bounds) + 1, dtype=bool)
-    non_scene[sentence[(flags & _NON_SCENE) != 0]] = True
-    modal = np.zeros(len(clause_bounds) + 1, dtype=bool)
-    modal[clause[(flags & _MODAL) != 0]] = True
-    view = np.zeros(len(clause_bounds) + 1, dtype=bool)
-    view[clause[(flags & _VIEW) != 0]] = True
-
     # Dialogue: quotation spans that close within their paragraph.
     d_start, d_end = _dialogue_spans(r, marks, cls, breaks)
 
@@ -559,6 +550,7 @@ def _read(texts: Sequence[str]) -> _Reading:
 
     # Tense of the narration: a sentence with a present-tense verb outside dialogue is not the scene; a text whose
     # narration has PRESENT_SHARE or more of its tensed verbs in the present has no scene at all.
+    sentence = np.searchsorted(sentence_bounds, w_start)
     present = ((flags & _PRESENT) != 0) & narrated(w_start)
     present_sentence = np.zeros(len(sentence_bounds) + 1, dtype=bool)
     present_sentence[sentence[present]] = True
@@ -569,8 +561,20 @@ def _read(texts: Sequence[str]) -> _Reading:
     past_at = past_at[narrated(past_at)]
     past_count = np.bincount(np.searchsorted(separators, past_at), minlength=n)
     present_count = np.bincount(np.searchsorted(separators, w_start[present]), minlength=n)
-    scene = present_count < PRESENT_SHARE * (present_count + past_count)
-    scene |= present_count == 0
+    scene = (present_count == 0) | (present_count < PRESENT_SHARE * (present_count + past_count))
+    # From here on only the triggers and the context words matter (not the words read for the tense alone).
+    relevant = np.flatnonzero((_TRIGGER_OF[ids] >= 0) | ((flags & _CONTEXT_FLAGS) != 0))
+    index, ids, flags, w_start, w_end, sentence = (a[relevant] for a in (index, ids, flags, w_start, w_end, sentence))
+    m = len(ids)
+
+    # Clauses of each lookup word; which sentences and clauses hold markers.
+    clause = np.searchsorted(clause_bounds, w_start)
+    non_scene = np.zeros(len(sentence_bounds) + 1, dtype=bool)
+    non_scene[sentence[(flags & _NON_SCENE) != 0]] = True
+    modal = np.zeros(len(clause_bounds) + 1, dtype=bool)
+    modal[clause[(flags & _MODAL) != 0]] = True
+    view = np.zeros(len(clause_bounds) + 1, dtype=bool)
+    view[clause[(flags & _VIEW) != 0]] = True
 
     keep = _TRIGGER_OF[ids] >= 0
     keep &= ~non_scene[sentence] & ~modal[clause] & ~present_sentence[sentence]
