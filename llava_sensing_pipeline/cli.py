@@ -239,8 +239,13 @@ def add_eval_labels_parser(sub) -> None:
                     help="simple: the rule analyzer; hybrid: the LLM analyzer, its gaps filled from trustworthy rule "
                          "labels")
     ev.add_argument("--split", choices=["heldout", "dev", "all"], default="heldout",
-                    help="heldout: the 204 passages never used to tune the rules (default); dev: the 136 tuned on")
-    ev.add_argument("--data", default=None, help="folder with passages.json and labels.json (default: the bundled set)")
+                    help="heldout: round 2, the 400 passages never used to design or fit the rules (default); dev: "
+                         "round 1, the 340 they were designed and fitted on; all: both")
+    ev.add_argument("--cv", action="store_true",
+                    help="instead: fit the rules' per-field decisions on dev and print their expected quality by "
+                         "leave-one-book-out cross-validation (the figures the fit gives must be the analyzer's)")
+    ev.add_argument("--data", default=None,
+                    help="folder with passages.json and labels.json, and round2/ (default: the bundled set)")
     ev.add_argument("--limit", type=_positive, default=None, help="only the first N passages of the split")
     ev.add_argument("--json", dest="json_path", default=None, help="also write the figures as JSON to this file")
     ev.add_argument("--seed", type=int, default=42, help="seed of the LLM requests (default: 42)")
@@ -259,14 +264,22 @@ def cmd_eval_labels(args: argparse.Namespace) -> int:
     from . import label_eval
 
     data = Path(args.data) if args.data else label_eval.DEFAULT_DATA_DIR
+    split = "dev" if args.cv else args.split
     try:
-        passages = label_eval.load_passages(data, args.split)
+        passages = label_eval.load_passages(data, split)
         gold = label_eval.load_gold(data)
     except FileNotFoundError as exc:
         print(f"error: evaluation set not found: {exc}", file=sys.stderr)
         return 2
     if args.limit:
         passages = passages[: args.limit]
+    if args.cv:
+        fit = label_eval.fit_rule_decisions(passages, gold)
+        fit["in_use"] = label_eval.rule_decisions_in_use()
+        print(label_eval.format_fit_report(fit))
+        if args.json_path:
+            Path(args.json_path).write_text(json.dumps(fit, indent=2) + "\n", encoding="utf-8")
+        return 0
     if args.mode == "simple":
         predictions = label_eval.rule_predictions(passages)
         analyzer = "rules (simple mode)"
@@ -285,10 +298,10 @@ def cmd_eval_labels(args: argparse.Namespace) -> int:
             return 1
         print(file=sys.stderr)
         analyzer = f"LLM analyzer {ollama.model} at {ollama.url} (hybrid mode; gaps filled from rule labels)"
-    report = label_eval.evaluate(passages, predictions, gold, agreement=label_eval.load_agreement(data))
-    report.update(mode=args.mode, split=args.split, analyzer=analyzer)
-    title = (f"eval-labels: {analyzer}; split {args.split}, {len(passages)} passages; hand labels of two "
-             f"annotators, adjudicated ({data})")
+    report = label_eval.evaluate(passages, predictions, gold, agreement=label_eval.load_agreement(data, split))
+    report.update(mode=args.mode, split=split, analyzer=analyzer)
+    title = (f"eval-labels: {analyzer}; split {split} ({label_eval.SPLIT_NAMES[split]}), {len(passages)} passages; "
+             f"hand labels of two annotators, adjudicated ({data})")
     print(label_eval.format_report(report, title))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

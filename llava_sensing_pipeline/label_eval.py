@@ -35,6 +35,8 @@ EVAL_FIELDS: tuple[str, ...] = ("weather", "time_of_day", "location", "movement"
 SPLITS: tuple[str, ...] = ("heldout", "dev", "all")
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "llava_sensing_pipeline_tests" / "data" / "label_eval"
 ROUND2 = "round2"  # the held-out set's folder inside the data folder
+SPLIT_NAMES: dict[str, str] = {"heldout": "round 2, held out", "dev": "round 1, designed and fitted on",
+                               "all": "rounds 1 and 2"}
 CALIBRATION_BINS: tuple[float, ...] = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001)
 BOOTSTRAP_RESAMPLES = 2000
 Z95 = 1.959964
@@ -440,6 +442,21 @@ def fit_rule_decisions(passages: Sequence[dict], gold: Mapping[str, dict]) -> di
     return result
 
 
+def rule_decisions_in_use() -> dict[str, dict]:
+    """The rule analyzer's decisions per evaluated field, in :func:`fit_rule_decisions`' terms."""
+    from .environment import rules
+
+    out = {}
+    for name in EVAL_FIELDS:
+        threshold = rules.THRESHOLD[name]
+        never = threshold == rules.NEVER
+        dominance = rules.DOMINANCE[name]
+        out[name] = {"threshold": None if never else threshold,
+                     "dominance": None if never else ("uncontested" if dominance == math.inf else dominance),
+                     "confidence": rules.CONFIDENCE[name]}
+    return out
+
+
 def format_fit_report(fit: dict) -> str:
     """The fit as text: the chosen decisions and the cross-validated figures per field, and the calibration."""
     lines = [f"rule decisions fitted on {fit['passages']} passages of {fit['books']} books; expected quality by "
@@ -463,6 +480,12 @@ def format_fit_report(fit: dict) -> str:
                      f"precision {row['precision']:.2f} {_ci(row['precision_ci'])}")
     if not fit["calibration"]:
         lines.append("  (no labels given)")
+    if "in_use" in fit:
+        fitted = {name: {k: f[k] for k in ("threshold", "dominance", "confidence")} for name, f in fit["fields"].items()}
+        same = all(fitted[name] == fit["in_use"][name] or fitted[name]["threshold"] is None is
+                   fit["in_use"][name]["threshold"] for name in fitted)
+        lines += ["", "the analyzer's decisions (environment/rules.py) " + (
+            "are this fit's" if same else "DIFFER from this fit: update THRESHOLD, DOMINANCE and CONFIDENCE")]
     return "\n".join(lines)
 
 

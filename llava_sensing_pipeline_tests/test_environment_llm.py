@@ -12,7 +12,8 @@ from llava_sensing_pipeline.environment_llm import (
     interpret_analysis,
 )
 
-RULES = analyze_rules("That night the rain was falling hard as we walked down the street of the town.")
+RULES = analyze_rules("That night the rain was falling hard as we walked down the street and across the square of the "
+                      "town.")
 ANNOTATORS_GUIDE = Path(__file__).parent / "data" / "label_eval" / "GUIDE.md"
 
 
