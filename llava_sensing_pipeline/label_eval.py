@@ -481,11 +481,16 @@ def format_fit_report(fit: dict) -> str:
     if not fit["calibration"]:
         lines.append("  (no labels given)")
     if "in_use" in fit:
-        fitted = {name: {k: f[k] for k in ("threshold", "dominance", "confidence")} for name, f in fit["fields"].items()}
-        same = all(fitted[name] == fit["in_use"][name] or fitted[name]["threshold"] is None is
-                   fit["in_use"][name]["threshold"] for name in fitted)
+        def same(name: str) -> bool:
+            fitted, used = fit["fields"][name], fit["in_use"][name]
+            if fitted["threshold"] is None or used["threshold"] is None:
+                return fitted["threshold"] is used["threshold"]
+            return all(fitted[k] == used[k] for k in ("threshold", "dominance")) and \
+                tuple(fitted["confidence"]) == tuple(used["confidence"])
+
+        same_all = all(same(name) for name in fit["fields"])
         lines += ["", "the analyzer's decisions (environment/rules.py) " + (
-            "are this fit's" if same else "DIFFER from this fit: update THRESHOLD, DOMINANCE and CONFIDENCE")]
+            "are this fit's" if same_all else "DIFFER from this fit: update THRESHOLD, DOMINANCE and CONFIDENCE")]
     return "\n".join(lines)
 
 

@@ -4,11 +4,15 @@ One implementation serves one text and a file's chunks alike. The texts are join
 boundaries, the trigger and context words (found by a signature prefilter and an exact 16-byte key), sentence and
 clause boundaries, quotation spans and capital letters. Then, for every occurrence of a trigger word:
 
+0. **Is the passage a narrated scene?** The scene is told in the past tense. A passage whose narration (outside
+   dialogue) has ``PRESENT_SHARE`` or more of its tensed verbs in the present tense (``PRESENT_TENSE_WORDS``
+   against ``PAST_TENSE_WORDS`` and words in "-ed") is an essay, a description or a reflection: no label at all.
 1. **Is it evidence at all?** An occurrence is dropped when it is part of a hyphenated compound ("sun-bonnet"), a
    name or heading (capitalised inside a sentence, "Mr. Frost", all capitals; a passage mostly in capitals is a
    table of contents), inside dialogue (quotation marks that close within the paragraph; a quotation that runs on
    is a narrated story and counts), in a comparison ("like a ship in a gale"), in a sentence that is not the
-   narrated scene (conditional, remembered, dreamt, told or depicted: "if it rained", "he remembered the snow") or
+   narrated scene (conditional, remembered, dreamt, told or depicted: "if it rained", "he remembered the snow"; or
+   with a present-tense verb outside dialogue, a general statement or description: "the town lies on a hill") or
    in a clause that is not (modal, wished or habitual: "it would rain", "every evening"). A negated occurrence ("no
    rain") counts only for the cues written for negation, and a weather or outdoor place cue in a clause that
    describes a view ("snow on the distant peaks") not at all.
@@ -17,14 +21,17 @@ clause boundaries, quotation spans and capital letters. Then, for every occurren
    and field the first matching cue decides: a veto (weight 0: "good <night>") removes the occurrence from the
    field, else the heaviest matching cue counts. A word counted again for the same label counts half.
 3. **Which label?** Per field, a label needs cue weights adding up to ``THRESHOLD`` and at least ``DOMINANCE`` times
-   the weight of any other label of the field; anything else is "unknown". Weather follows the annotation guide's
+   the weight of any other label of the field (``UNCONTESTED``: no other label may have a cue); anything else is
+   "unknown", and a field whose threshold is ``NEVER`` is always "unknown". Weather follows the annotation guide's
    order when several kinds hold at once (storm, snow, rain, fog, windy, cloudy, clear): a label over the threshold
-   wins over the later ones, whatever their weight. Steps 2 and 3 run on arrays for the whole batch.
+   wins over the later ones, whatever their weight. Steps 2 and 3 run on arrays for the whole batch. Threshold and
+   dominance of the five hand-labelled fields are fitted on the label-evaluation set with leave-one-book-out
+   cross-validation (``label_eval.fit_rule_decisions``, ``llava-sensing eval-labels --cv``).
 
 Confidence: a field's confidence estimates the probability that its label is right (``field_confidence``: the
-field's measured precision, lower when another label of the field had cues too, higher with more evidence); the
-passage's ``confidence`` is the sum of its context fields' confidences (weather, time of day, location) plus half of
-the others', over 3, capped at 1: about 0.25-0.3 per known context field.
+field's cross-validated precision, ``CONFIDENCE``); the passage's ``confidence`` is the sum of its context fields'
+confidences (weather, time of day, location) plus half of the others', over 3, capped at 1: about 0.29 per known
+context field.
 """
 
 from __future__ import annotations
