@@ -7,6 +7,7 @@ setup(
     version="0.1.0",
     description="Dagster pipeline that turns novels into sensor-to-literature training data",
     packages=find_packages(exclude=["llava_sensing_pipeline_tests*"]),
+    package_data={"llava_sensing_pipeline.environment": ["GUIDE.md"]},
     python_requires=">=3.10",
     install_requires=[
         "dagster>=1.13,<1.14",

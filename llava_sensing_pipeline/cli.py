@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", help="delete the partitions whose file is gone from --input-dir (never done "
                                          "implicitly: several corpora can share one DAGSTER_HOME)")
     prune.add_argument("--input-dir", default="Novel", help="the corpus whose files are kept (default: Novel)")
+    add_eval_labels_parser(sub)
     return parser
 
 
@@ -373,6 +374,83 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_eval_labels_parser(sub) -> None:
+    """``eval-labels``: the environment labels of simple or hybrid mode against the hand-labelled evaluation set."""
+    ev = sub.add_parser("eval-labels", help="measure the environment labels (rules, or your Ollama model in hybrid "
+                                            "mode) against the hand-labelled evaluation set")
+    ev.add_argument("--mode", choices=["simple", "hybrid"], default="simple",
+                    help="simple: the rule analyzer; hybrid: the LLM analyzer, its gaps filled from trustworthy rule "
+                         "labels")
+    ev.add_argument("--split", choices=["heldout", "dev", "all"], default="heldout",
+                    help="heldout: round 2, the 400 passages never used to design or fit the rules (default); dev: "
+                         "round 1, the 340 they were designed and fitted on; all: both")
+    ev.add_argument("--cv", action="store_true",
+                    help="instead: fit the rules' per-field decisions on dev and print their expected quality by "
+                         "leave-one-book-out cross-validation (the figures the fit gives must be the analyzer's)")
+    ev.add_argument("--data", default=None,
+                    help="folder with passages.json and labels.json, and round2/ (default: the bundled set)")
+    ev.add_argument("--limit", type=_positive, default=None, help="only the first N passages of the split")
+    ev.add_argument("--json", dest="json_path", default=None, help="also write the figures as JSON to this file")
+    ev.add_argument("--seed", type=int, default=42, help="seed of the LLM requests (default: 42)")
+    ev.add_argument("--model", default=None, help="Ollama model (default: $LLAVA_SENSING_MODEL or llama3.1:8b)")
+    ev.add_argument("--ollama-host", default=None, help="server URL (default: $OLLAMA_HOST or http://localhost:11434)")
+    ev.add_argument("--parallel", type=_positive, default=None, help="concurrent requests (default: 1)")
+    ev.add_argument("--ollama-timeout", type=float, default=120.0, help="seconds per request (default: 120)")
+    ev.add_argument("--max-retries", type=int, default=3, help="retries per request (default: 3)")
+
+
+def cmd_eval_labels(args: argparse.Namespace) -> int:
+    """Prints per field precision, recall and F1 with 95 % intervals, the baselines, a confusion summary and a
+    calibration table, for the rules (``--mode simple``) or the LLM analyzer (``--mode hybrid``)."""
+    import json
+
+    from . import label_eval
+
+    data = Path(args.data) if args.data else label_eval.DEFAULT_DATA_DIR
+    split = "dev" if args.cv else args.split
+    try:
+        passages = label_eval.load_passages(data, split)
+        gold = label_eval.load_gold(data)
+    except FileNotFoundError as exc:
+        print(f"error: evaluation set not found: {exc}", file=sys.stderr)
+        return 2
+    if args.limit:
+        passages = passages[: args.limit]
+    if args.cv:
+        fit = label_eval.fit_rule_decisions(passages, gold)
+        fit["in_use"] = label_eval.rule_decisions_in_use()
+        print(label_eval.format_fit_report(fit))
+        if args.json_path:
+            Path(args.json_path).write_text(json.dumps(fit, indent=2) + "\n", encoding="utf-8")
+        return 0
+    if args.mode == "simple":
+        predictions = label_eval.rule_predictions(passages)
+        analyzer = "rules (simple mode)"
+    else:
+        from .definitions import ollama_from_env
+        from .ollama_resource import OllamaUnavailable
+
+        ollama = ollama_from_env(host=args.ollama_host, model=args.model, parallel=args.parallel,
+                                 timeout_s=args.ollama_timeout, max_retries=args.max_retries)
+        try:
+            predictions = label_eval.llm_predictions(
+                passages, ollama, seed=args.seed,
+                progress=lambda done, total: print(f"\ranalysed {done}/{total}", end="", file=sys.stderr, flush=True))
+        except OllamaUnavailable as exc:
+            print(f"error: --mode hybrid needs an LLM: {exc}", file=sys.stderr)
+            return 1
+        print(file=sys.stderr)
+        analyzer = f"LLM analyzer {ollama.model} at {ollama.url} (hybrid mode; gaps filled from rule labels)"
+    report = label_eval.evaluate(passages, predictions, gold, agreement=label_eval.load_agreement(data, split))
+    report.update(mode=args.mode, split=split, analyzer=analyzer)
+    title = (f"eval-labels: {analyzer}; split {split} ({label_eval.SPLIT_NAMES[split]}), {len(passages)} passages; "
+             f"hand labels of two annotators, adjudicated ({data})")
+    print(label_eval.format_report(report, title))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
@@ -407,6 +485,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_status(args)
     if args.command == "prune":
         return cmd_prune(args)
+    if args.command == "eval-labels":
+        return cmd_eval_labels(args)
     raise AssertionError(args.command)
 
 

@@ -1,17 +1,22 @@
 """The LLM environment analyzer (hybrid and llm modes), behind the rule analyzer's labels.
 
-The model is asked for JSON constrained by a schema built from a pydantic model whose fields are the label
-vocabularies; the allowed values are also listed in the prompt, since the schema constrains sampling but is not
-shown to the model. Every reply is validated in code anyway (small models and some servers ignore schemas):
-values outside the vocabulary become "unknown" and are filled from the rule analyzer field by field. The
-validated confidence is the model's own confidence scaled by the share of fields it answered validly, so a
-garbage reply scores 0 and falls below any threshold.
+The prompt is the annotation guide itself (``environment/GUIDE.md``, the same text the hand labels of the
+evaluation set were made with, sections 0-3: which scene to label, what is not a cue, the values of each field),
+plus the two fields the guide does not cover (humidity, wind) and the reply format. The model is asked for JSON
+constrained by a schema built from a pydantic model whose fields are the label vocabularies; the allowed values are
+also listed in the prompt, since the schema constrains sampling but is not shown to the model. Every reply is
+validated in code anyway (small models and some servers ignore schemas): values outside the vocabulary become
+"unknown", and an "unknown" field is filled from the rule analyzer only where the rule label meets the precision
+bar (``environment.validation``). The validated confidence is the model's own confidence scaled by the share of
+fields it answered validly, so a garbage reply scores 0 and falls below any threshold.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, create_model
@@ -19,7 +24,10 @@ from pydantic import BaseModel, Field, create_model
 from .environment import ENV_FIELDS, VOCABULARY, EnvironmentFeatures, merge_with_rules, validate_labels
 
 ANALYSIS_NUM_PREDICT = 160
+# The guide is about 4,000 tokens; with a passage and the reply the request needs about 5,000.
+ANALYSIS_NUM_CTX = 8192
 MAX_PASSAGE_CHARS = 4000
+GUIDE_PATH = Path(__file__).resolve().parent / "environment" / "GUIDE.md"
 
 EnvironmentReply: type[BaseModel] = create_model(
     "EnvironmentReply",
@@ -28,23 +36,47 @@ EnvironmentReply: type[BaseModel] = create_model(
 )
 ANALYSIS_SCHEMA = EnvironmentReply.model_json_schema()
 
-_SYSTEM = ("You analyse passages of fiction for their physical environment. Answer with one JSON object only, "
-           "no prose.")
+_EXTRA_FIELDS = """## Two more fields (not in the annotators' guide; same rules: only this scene, only explicit cues)
+
+### humidity_hint — `dry`, `moderate`, `humid`, `unknown`
+
+`dry`: dry, parched, arid or dusty air or land in the scene. `humid`: damp, humid, muggy, moist or steamy air, or
+rain, mist or fog soaking the scene. `moderate` only when the passage says the air is neither. Else `unknown`.
+
+### wind — `calm`, `breeze`, `strong`, `unknown`
+
+`calm`: no wind, still air, becalmed. `breeze`: a light or gentle breeze or wind. `strong`: a strong, high or stiff
+wind, gusts, a gale or a storm wind. Else `unknown`."""
+
+
+@lru_cache(maxsize=1)
+def guide_text() -> str:
+    """Sections 0-3 of the annotation guide (everything before its output format, which is for annotators)."""
+    guide = GUIDE_PATH.read_text(encoding="utf-8")
+    end = guide.find("\n## 4.")
+    return (guide if end < 0 else guide[:end]).strip()
 
 
 def analysis_messages(passage: str) -> list[dict]:
-    """Chat messages asking for the seven labels and a confidence, listing the allowed values."""
+    """Chat messages: the annotation guide as the system message, then the passage and the reply format with the
+    allowed values of the seven fields."""
     allowed = "\n".join(f'- "{name}": one of {", ".join(VOCABULARY[name])}' for name in ENV_FIELDS)
+    system = (f"{guide_text()}\n\n{_EXTRA_FIELDS}\n\n## Your reply\n\nYou are the annotator. Label the passage "
+              "the user sends by this guide and answer with one JSON object only, no prose.")
     return [
-        {"role": "system", "content": _SYSTEM},
+        {"role": "system", "content": system},
         {"role": "user", "content": (
-            "Read the passage and report the environment a robot standing in it would sense.\n"
             f"Return a JSON object with these keys and allowed values:\n{allowed}\n"
             '- "confidence": a number from 0.0 to 1.0, how clearly the passage states these details.\n'
-            'Use "unknown" for anything the passage does not clearly indicate, and lower the confidence.\n\n'
+            'Use "unknown" for anything the guide does not let you label, and lower the confidence.\n\n'
             f'Passage:\n"""\n{passage[:MAX_PASSAGE_CHARS]}\n"""'
         )},
     ]
+
+
+def analysis_options(seed: int) -> dict:
+    """The request options of an analysis call: greedy, bounded reply, room for the guide, the given seed."""
+    return {"temperature": 0, "num_predict": ANALYSIS_NUM_PREDICT, "num_ctx": ANALYSIS_NUM_CTX, "seed": seed}
 
 
 def _parse_json_object(raw: str) -> dict | None:

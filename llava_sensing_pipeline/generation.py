@@ -13,6 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .environment.vocabulary import CONTEXT_FIELDS
 from .seeding import rng_for
 from .settings import DEFAULT_EXAMPLES_PER_FILE
 from .sensor_synthesis import HUMIDITY_FEEL, TEMPERATURE_FEEL, band, describe_sensor_record
@@ -159,6 +160,25 @@ def build_example(
 def is_usable(chars: int, confidence: float, min_chars: int, min_confidence: float) -> bool:
     """A chunk can become an example when it is long enough and its environment analysis found enough cues."""
     return chars >= min_chars and confidence >= min_confidence
+
+
+# Scenes. In simple and hybrid modes the sensor record is made from the source passage's labels, so an example is
+# only as good as the evidence for its scene: its context fields (weather, time of day, place) that are known.
+# A passage with none is never an example there; passages with more known context fields come first.
+MIN_SCENE_FIELDS = 1
+
+
+def scene_fields(labels: Mapping[str, str]) -> int:
+    """How many of the context fields (weather, time of day, location) ``labels`` know."""
+    return sum(labels.get(name, "unknown") != "unknown" for name in CONTEXT_FIELDS)
+
+
+def scene_ranking(order: Sequence[int], fields: Sequence[int]) -> list[int]:
+    """``order`` (a selection order) with the passages that know more context fields first, the selection order
+    kept within each count, so each count's passages stay spread across the book; passages under
+    ``MIN_SCENE_FIELDS`` are left out."""
+    kept = [pos for pos in order if fields[pos] >= MIN_SCENE_FIELDS]
+    return sorted(kept, key=lambda pos: -fields[pos])
 
 
 @dataclass

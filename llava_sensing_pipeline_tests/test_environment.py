@@ -1,23 +1,40 @@
+"""The precision-first rule analyzer: evidence about the scene, not words; "unknown" over a guess.
+
+The behaviour is pinned by the annotation guide's own examples and by the errors the old keyword analyzer made on real
+passages (issue 13); the measured quality is in test_label_eval.py.
+"""
+
 import json
 
 import pytest
 
 from llava_sensing_pipeline.environment import (
+    CONTEXT_FIELDS,
     ENV_FIELDS,
-    KEYWORDS,
+    RULE_FILL_MIN_CONFIDENCE,
     VOCABULARY,
     EnvironmentFeatures,
     analyze_columns,
     analyze_many,
     analyze_rules,
+    field_confidence,
     inflections,
+    label_hits,
     merge_with_rules,
-    rule_confidence,
+    passage_confidence,
+    rule_label_fills,
+    rule_scores,
     validate_labels,
 )
 from llava_sensing_pipeline_tests.support.needs import require_corpus
+from llava_sensing_pipeline.environment.cues import CUES
+from llava_sensing_pipeline.environment.rules import CONFIDENCE, NEVER, STRONG, THRESHOLD
 
 # Tests using the shared sample corpus (../shared/corpus) skip without it, and fail in CI (support/needs.py).
+
+
+def known(text: str) -> dict[str, str]:
+    return {k: v for k, v in analyze_rules(text).labels().items() if v != "unknown"}
 
 
 def test_vocabulary_covers_every_field_and_includes_unknown():
@@ -26,12 +43,12 @@ def test_vocabulary_covers_every_field_and_includes_unknown():
         assert "unknown" in values, name
         assert len(set(values)) == len(values), name
     assert VOCABULARY["weather"] == ("clear", "cloudy", "rain", "snow", "fog", "windy", "storm", "unknown")
-    assert VOCABULARY["wind"] == ("calm", "breeze", "strong", "unknown")
+    assert set(CONTEXT_FIELDS) <= set(ENV_FIELDS)
 
 
-def test_keyword_labels_are_in_the_vocabulary():
-    assert set(KEYWORDS) == set(ENV_FIELDS)
-    for name, table in KEYWORDS.items():
+def test_cue_labels_are_in_the_vocabulary():
+    assert set(CUES) == set(ENV_FIELDS)
+    for name, table in CUES.items():
         assert set(table) <= set(VOCABULARY[name]) - {"unknown"}, name
 
 
@@ -39,298 +56,196 @@ def test_nothing_found_is_unknown_with_zero_confidence():
     for text in ("", "   ", "It was nothing to the point, she said.", "12345 !!! ---"):
         result = analyze_rules(text)
         assert all(value == "unknown" for value in result.labels().values()), text
-        assert result.confidence == 0.0
-        assert result.cues == {}
+        assert result.confidence == 0.0 and result.cues == {} and result.field_confidence == {}
         assert result.source == "rules"
 
 
 @pytest.mark.parametrize(
-    ("text", "field", "expected"),
-    [
-        ("We met in the afternoon.", "time_of_day", "afternoon"),
-        ("He waited a fortnight.", "time_of_day", "unknown"),
-        ("A knight rode by.", "time_of_day", "unknown"),
-        ("Even so, she went on.", "time_of_day", "unknown"),
-        ("It was evening.", "time_of_day", "evening"),
-        ("We walked down the street.", "location", "city_walking"),
-        ("The season was over.", "location", "unknown"),
-        ("He climbed onto the chair.", "wind", "unknown"),
-        ("A chill crept over him.", "location", "unknown"),
-        ("A chill crept over him.", "temperature_hint", "cold"),
-        ("They took the train.", "weather", "unknown"),
-        ("His brain ached on the rough terrain.", "weather", "unknown"),
-        ("Deep in the forest.", "location", "forest_exploration"),
-        ("Deep in the forest.", "movement", "unknown"),
-        ("The hills rolled away.", "location", "mountain_climbing"),
+    ("text", "expected"),
+    [  # the guide's examples
+        ("The sun beat down on the square.", {"weather": "clear"}),
+        ("A grey, sunless afternoon.", {"weather": "cloudy", "time_of_day": "afternoon"}),
+        ("The sun had just set behind the hills.", {"time_of_day": "evening"}),
+        ("It was past midnight when we reached the inn.", {"time_of_day": "night"}),
+        ("Rain was falling on the quay when we landed.", {"weather": "rain"}),
+        ("The room was stifling.", {"temperature_hint": "hot"}),
+        ("That evening we sat in the parlour by the fire.",
+         {"time_of_day": "evening", "location": "indoor", "movement": "still"}),
+        ("We sat in the compartment while the train crossed the plain.", {"location": "indoor", "movement": "still"}),
+        ("She sat at the window watching the evening invade the avenue.",
+         {"location": "indoor", "time_of_day": "evening", "movement": "still"}),
+        ("The fog, which till this moment had held off, now lowered over the sea.", {"weather": "fog"}),
     ],
 )
-def test_whole_word_matching_avoids_substring_traps(text, field, expected):
-    assert getattr(analyze_rules(text), field) == expected
-
-
-def test_afternoon_is_not_noon_even_with_both_words():
-    result = analyze_rules("By noon the heat rose; all afternoon, long afternoon, we dozed.")
-    assert result.time_of_day == "afternoon"
-    assert result.cues["time_of_day"] == ["afternoon"]
+def test_scene_evidence_gives_labels(text, expected):
+    # Fields the fitted decision never labels (movement, temperature: THRESHOLD NEVER) still find their cues.
+    assert known(text) == {k: v for k, v in expected.items() if THRESHOLD[k] < NEVER}
+    scores = rule_scores(text)
+    for name, label in expected.items():
+        weights = {lb: w for lb, (w, _) in scores[name].items()}
+        assert max(weights, key=weights.get) == label, (name, weights)
 
 
 @pytest.mark.parametrize(
-    ("text", "field", "expected"),
-    [
-        ("It rained all day.", "weather", "rain"),
-        ("It was raining hard.", "weather", "rain"),
-        ("The rainy season.", "weather", "rain"),
-        ("Snowing since dawn.", "weather", "snow"),
-        ("A foggy harbour.", "weather", "fog"),
-        ("The sky was cloudy.", "weather", "cloudy"),
-        ("She walked slowly.", "movement", "walking"),
-        ("A lone walker.", "movement", "walking"),
-        ("He was running.", "movement", "active"),
-        ("He ran.", "movement", "active"),
-        ("A hotter day.", "temperature_hint", "hot"),
-        ("The breezy bluff.", "wind", "breeze"),
-        ("The cities slept.", "location", "city_walking"),
-        ("She hurried home.", "movement", "active"),
-        ("They sat down.", "movement", "still"),
+    "text",
+    [  # the guide's non-cues and the old analyzer's typical errors (issue 13)
+        "She wore a sun-bonnet in the garden.",  # a compound
+        "The ladies carried umbrellas as part of their costume.",
+        "A storm of carriages swept past.",  # another sense
+        "A storm of protest followed.",
+        "Snow lay on the distant peaks.",  # a view
+        "There was no rain that week.",  # negation
+        "Not a breath of air; no wind, no cloud.",
+        "The truth dawned on him.",  # a metaphor
+        "She gave him a warm smile.",
+        "like a ship in a gale",  # a simile
+        "“We shall have snow,” said the guide.",  # dialogue
+        "'It is cold in Russia,' she said.",
+        "If it rained we would stay in.",  # hypothetical
+        "He remembered the hot afternoons in Naples.",  # memory
+        "Every morning she used to walk to the market.",  # habit
+        "Mr. Frost met Winterbourne in Rainbow Street.",  # names
+        "CHAPTER XXX. Ascent of Mount Vesuvius Continued--Beautiful View at Dawn--A Snowstorm--Snowed up",
     ],
 )
-def test_inflections_match(text, field, expected):
-    assert getattr(analyze_rules(text), field) == expected
+def test_words_that_are_not_scene_evidence_give_no_label(text):
+    labels = known(text)
+    assert not {k: v for k, v in labels.items() if k in ("weather", "time_of_day", "temperature_hint")}, labels
 
 
-def test_case_insensitive_and_punctuation_separated():
-    assert analyze_rules("RAIN!").weather == "rain"
-    assert analyze_rules("the night's end").time_of_day == "night"
-    assert analyze_rules("the drawing-room").location == "indoor"
+def test_negation_is_evidence_for_calm_air():
+    result = analyze_rules("Not a breath of wind stirred the sails.")
+    assert result.wind == "calm" and result.weather == "unknown"
 
 
-def test_inflections_helper():
-    assert {"rains", "rained", "raining", "rainy"} <= inflections("rain")
-    assert {"runs", "running", "runner"} <= inflections("run")
-    assert "foggy" in inflections("fog")
-    assert {"hurries", "hurried", "hurrying"} <= inflections("hurry")
-    assert {"breezy", "breezes"} <= inflections("breeze")
-    assert {"walks", "walked", "walking", "walker"} <= inflections("walk")
+def test_weather_follows_the_guides_order_when_several_kinds_hold():
+    assert analyze_rules("The rain was falling and the wind blew hard.").weather == "rain"
+    assert analyze_rules("Thunder rolled and the rain poured down.").weather == "storm"
 
 
-def test_excluded_inflections_are_not_matched():
-    assert analyze_rules("The master spoke.").location == "unknown"  # not "mast"
-    assert analyze_rules("A winding lane.").weather == "unknown"  # not "wind"
-    assert analyze_rules("The parking was full.").location == "unknown"  # not "park"
-    assert analyze_rules("The waiter came.").movement == "unknown"  # not "wait"
+def test_conflicting_evidence_gives_unknown():
+    # a room and a street of equal weight: neither dominates
+    assert analyze_rules("We walked into the room; we walked down the street.").location == "unknown"
 
 
-def test_phrases_are_found_and_absorb_their_words():
-    result = analyze_rules("We rose at first light.")
-    assert result.time_of_day == "dawn"
-    assert result.cues["time_of_day"] == ["first light"]
-    # "strong wind" counts as strong, not also as the breeze that "wind" alone means
-    assert analyze_rules("A strong wind.").wind == "strong"
-    assert analyze_rules("A wind.").wind == "breeze"
-    assert analyze_rules("There was no wind at all.").wind == "calm"
-    assert analyze_rules("There was no wind at all.").weather == "unknown"
-    # a sea breeze is a breeze, not evidence of a sea voyage
-    assert analyze_rules("A sea breeze.").location == "unknown"
-    assert analyze_rules("It was tea-time.").time_of_day == "afternoon"
+def test_a_single_weak_cue_is_not_enough():
+    for text in ("The sea.", "A chair.", "The moon.", "The sheep lay there."):
+        assert known(text) == {}, text
 
 
-def test_most_hits_win_and_ties_follow_vocabulary_order():
-    assert analyze_rules("rain and storm").weather == "rain"  # tie: rain comes first
-    assert analyze_rules("rain, storm and thunder").weather == "storm"
-    assert analyze_rules("rain, rain and a storm").weather == "rain"
-    assert analyze_rules("night then morning").time_of_day == "morning"  # tie: morning first
-
-
-def test_cues_support_the_chosen_label_sorted_and_deduplicated():
-    result = analyze_rules("Rain, rain, raining; a storm. The ship's deck.")
+def test_cues_are_the_matched_evidence_sorted():
+    result = analyze_rules("The rain was falling in the morning; the heavy rain beat on us.")
     assert result.weather == "rain"
-    assert result.cues["weather"] == ["rain", "raining"]
-    assert result.cues["location"] == ["deck", "ship"]
+    assert result.cues["weather"] == sorted(result.cues["weather"]) and len(result.cues["weather"]) == 2
+    assert all("rain" in cue for cue in result.cues["weather"])
     assert set(result.cues) == {name for name in ENV_FIELDS if getattr(result, name) != "unknown"}
+    assert set(result.field_confidence) == set(result.cues)
 
 
-def test_indoor_and_sea_voyage_locations():
-    assert analyze_rules("She sat in the parlour by the kitchen door.").location == "indoor"
-    assert analyze_rules("We went down the staircase into the library.").location == "indoor"
-    assert analyze_rules("On deck the sails filled; below, the cabin.").location == "sea_voyage"
+def test_rule_scores_explain_the_decision():
+    scores = rule_scores("We walked into the room; we walked down the street.")
+    assert scores["location"]["indoor"] == (2.5, ["into the room"])
+    assert scores["location"]["city_walking"] == (2, ["down the street"])
+    assert rule_scores("") == {}
 
 
-def test_confidence_formula_and_monotonicity():
-    assert rule_confidence(0, 0) == 0.0
-    assert rule_confidence(1, 0) == pytest.approx(0.12)
-    assert rule_confidence(7, 100) == 1.0
-    previous = -1.0
-    for fields in range(8):
-        for extra in range(12):
-            value = rule_confidence(fields, extra)
-            assert 0.0 <= value <= 1.0
-            assert value >= rule_confidence(fields, max(extra - 1, 0))
-            assert fields == 0 or value > rule_confidence(fields - 1, extra)
-        assert rule_confidence(fields, 0) > previous
-        previous = rule_confidence(fields, 0)
+def test_confidence_is_the_cross_validated_precision_of_the_field():
+    weak, strong = CONFIDENCE["weather"]
+    assert field_confidence("weather", THRESHOLD["weather"]) == weak
+    assert field_confidence("weather", STRONG * THRESHOLD["weather"]) == max(weak, strong) >= weak
+    assert list(field_confidence("time_of_day", [1.5, 99.0])) == [CONFIDENCE["time_of_day"][0],
+                                                                   max(CONFIDENCE["time_of_day"])]
+    for name, (weak, strong) in CONFIDENCE.items():
+        assert 0.0 < weak <= strong < 1.0, name
+    one = analyze_rules("It was raining.")
+    assert one.field_confidence == {"weather": CONFIDENCE["weather"][0]}
+    assert passage_confidence({"weather": 0.6}) < passage_confidence({"weather": 0.6, "location": 0.6})
+    assert passage_confidence({"movement": 0.6}) < passage_confidence({"weather": 0.6})
+    assert passage_confidence({name: 1.0 for name in ENV_FIELDS}) == 1.0
 
 
-def test_confidence_grows_with_evidence_in_text():
-    texts = [
-        "",
-        "It rained.",
-        "It rained in the morning.",
-        "It rained in the morning as we walked down the street.",
-        "It rained and rained in the morning as we walked down the street; cold rain.",
-        "It rained and rained in the morning as we walked down the street; cold rain, damp, and a gale.",
-    ]
-    scores = [analyze_rules(t).confidence for t in texts]
-    assert scores == sorted(scores)
-    assert scores[0] == 0.0 and scores[-1] > scores[1]
+def test_the_tense_of_the_narration_decides_what_is_the_scene():
+    # a cue in a sentence with a present-tense verb (outside dialogue) describes, it does not narrate
+    assert known("It was raining hard when we reached the inn.") == {"weather": "rain"}
+    assert known("It is raining hard when the traveller reaches the inn.") == {}
+    assert known("The town lies on a hill, and the rain falls there all winter.") == {}
+    # a present-tense verb in dialogue does not count
+    assert known("“Where is the inn?” he asked. It was raining hard.") == {"weather": "rain"}
+    # a passage narrated mostly in the present tense is not a scene, even where a sentence is in the past
+    essay = ("The traveller is a patient man. He has time, and he does not hurry. The road is long. "
+             "It was raining that evening.")
+    assert known(essay) == {}
 
 
 def test_to_dict_is_flat_and_json_serialisable():
-    result = analyze_rules("A cold foggy morning on the river; we walked.")
+    result = analyze_rules("That evening the fog lay thick on the river as we paddled down the river.")
     data = result.to_dict()
     assert json.loads(json.dumps(data)) == data
     for name in ENV_FIELDS:
         assert data[name] == getattr(result, name)
-    assert data["confidence"] == result.confidence
-    assert data["cues"]["weather"] == ["foggy"]
-    assert data["source"] == "rules"
-    assert (result.temperature_hint, result.time_of_day, result.location, result.movement) == (
-        "cold", "morning", "riverside_walking", "walking"
-    )
+    assert data["confidence"] == result.confidence and data["source"] == "rules"
+    assert data["field_confidence"] == result.field_confidence
+    assert (result.weather, result.time_of_day) == ("fog", "evening")
 
 
 def test_features_are_frozen():
-    result = analyze_rules("rain")
     with pytest.raises(AttributeError):
-        result.weather = "snow"  # type: ignore[misc]
+        analyze_rules("rain").weather = "snow"  # type: ignore[misc]
+
+
+def test_one_text_and_a_batch_give_the_same_labels():
+    texts = ["", "It was raining hard.", "He said “it is snowing”.", "That night the moon shone.", "x\x01y rain"]
+    assert analyze_many(texts) == [analyze_rules(t) for t in texts]
+    assert analyze_many([]) == [] and analyze_columns([])["confidence"] == []
+
+
+def test_label_hits_count_keywords_of_generated_text():
+    hits = label_hits("Rain, rain and a cold wind; the night was dark.")
+    assert hits["weather"]["rain"] == 2 and hits["time_of_day"]["night"] == 1
+    assert {"rains", "rained", "raining", "rainy"} <= inflections("rain")
 
 
 def test_validate_labels_maps_synonyms_and_rejects_junk():
-    labels, invalid = validate_labels(
-        {
-            "temperature_hint": " HOT ",
-            "humidity_hint": 42,
-            "weather": "Partly Cloudy",
-            "time_of_day": "midday",
-            "location": "village",
-            "movement": "running",
-            "wind": None,
-        }
-    )
-    assert labels == {
-        "temperature_hint": "hot",
-        "humidity_hint": "unknown",
-        "weather": "cloudy",
-        "time_of_day": "noon",
-        "location": "unknown",
-        "movement": "active",
-        "wind": "unknown",
-    }
+    labels, invalid = validate_labels({"temperature_hint": " HOT ", "humidity_hint": 42, "weather": "Partly Cloudy",
+                                       "time_of_day": "midday", "location": "village", "movement": "running",
+                                       "wind": None})
+    assert labels == {"temperature_hint": "hot", "humidity_hint": "unknown", "weather": "cloudy",
+                      "time_of_day": "noon", "location": "unknown", "movement": "active", "wind": "unknown"}
     assert invalid == ["humidity_hint", "location", "wind"]
 
 
-@pytest.mark.parametrize(
-    ("field", "raw", "expected"),
-    [
-        ("weather", "sunny", "clear"),
-        ("weather", "rainy", "rain"),
-        ("weather", "foggy", "fog"),
-        ("movement", "stationary", "still"),
-        ("time_of_day", "dusk", "evening"),
-        ("time_of_day", "twilight", "evening"),
-        ("time_of_day", "daybreak", "dawn"),
-        ("time_of_day", "sunrise", "dawn"),
-        ("time_of_day", "midnight", "night"),
-        ("location", "City Walking", "city_walking"),
-        ("location", "sea-voyage", "sea_voyage"),
-        ("weather", "unknown", "unknown"),
-    ],
-)
-def test_validate_labels_synonyms(field, raw, expected):
-    labels, invalid = validate_labels({name: "unknown" for name in ENV_FIELDS} | {field: raw})
-    assert labels[field] == expected
-    assert invalid == []
+def test_no_rule_label_meets_the_precision_bar_today():
+    # held-out precision of every field is under 0.85 (README): no LLM gap is filled from the rules
+    assert RULE_FILL_MIN_CONFIDENCE == {}
+    rules = analyze_rules("That evening the rain was falling as we walked along the street; we sat in the room.")
+    assert merge_with_rules({}, rules) == ({name: "unknown" for name in ENV_FIELDS}, [])
 
 
-def test_validate_labels_missing_fields_are_invalid():
-    labels, invalid = validate_labels({"weather": "snow", "confidence": 0.9})
-    assert labels["weather"] == "snow"
-    assert invalid == [name for name in ENV_FIELDS if name != "weather"]
-    assert all(labels[name] == "unknown" for name in invalid)
-
-
-def test_merge_with_rules_fills_only_unknown_fields():
-    rules = analyze_rules("On a cold rainy night we walked along the beach in a strong wind.")
-    primary = {
-        "temperature_hint": "mild",
-        "humidity_hint": "unknown",
-        "weather": "unknown",
-        "time_of_day": "evening",
-        "location": "unknown",
-        "movement": "unknown",
-        # "wind" missing
-    }
-    merged, taken = merge_with_rules(primary, rules)
-    assert merged == {
-        "temperature_hint": "mild",
-        "humidity_hint": "unknown",
-        "weather": "rain",
-        "time_of_day": "evening",
-        "location": "beach_walking",
-        "movement": "walking",
-        "wind": "strong",
-    }
-    assert taken == ["weather", "location", "movement", "wind"]
-
-
-def test_merge_with_rules_nothing_to_take():
-    labels = {name: VOCABULARY[name][0] for name in ENV_FIELDS}
-    merged, taken = merge_with_rules(labels, analyze_rules("rain at night"))
-    assert merged == labels and taken == []
-    empty = EnvironmentFeatures(*["unknown"] * 7, confidence=0.0)
-    merged, taken = merge_with_rules({}, empty)
-    assert merged == {name: "unknown" for name in ENV_FIELDS} and taken == []
+def test_merge_fills_gaps_only_from_rule_labels_over_the_bar(monkeypatch):
+    rules = analyze_rules("That evening the rain was falling as we walked along the street; we sat in the room.")
+    assert (rules.weather, rules.time_of_day) == ("rain", "evening")
+    monkeypatch.setitem(RULE_FILL_MIN_CONFIDENCE, "time_of_day", rules.field_confidence["time_of_day"])
+    monkeypatch.setitem(RULE_FILL_MIN_CONFIDENCE, "weather", rules.field_confidence["weather"] + 0.01)
+    # time of day's confidence clears the bar; weather's does not
+    assert rule_label_fills("time_of_day", rules) and not rule_label_fills("weather", rules)
+    merged, taken = merge_with_rules({"weather": "unknown", "time_of_day": "unknown", "movement": "unknown"}, rules)
+    assert merged["time_of_day"] == "evening" and merged["weather"] == "unknown" and taken == ["time_of_day"]
+    # a label the primary analyzer gave is never replaced
+    assert merge_with_rules({"time_of_day": "night"}, rules)[0]["time_of_day"] == "night"
+    # a field without a bar is never taken
+    assert not rule_label_fills("location", rules)
+    # a rule label without a measured confidence is not taken
+    bare = EnvironmentFeatures(*["unknown"] * 2, "rain", *["unknown"] * 4, confidence=0.5)
+    assert merge_with_rules({}, bare) == ({name: "unknown" for name in ENV_FIELDS}, [])
 
 
 def test_real_corpus_chunks_are_labelled_with_vocabulary_values():
-    files = sorted(require_corpus().glob("*/*.txt"))
-    text = files[0].read_text(encoding="utf-8-sig")[20000:120000]
-    found = 0
-    for start in range(0, len(text), 2000):
-        result = analyze_rules(text[start:start + 2000])
-        for name in ENV_FIELDS:
-            assert getattr(result, name) in VOCABULARY[name]
-        found += result.confidence > 0
-    assert found > 40
-
-
-BATCH_TEXTS = [
-    "",
-    "Nothing here at all.",
-    "The rain fell at noon; rain again in the afternoon, and a storm with thunder by night.",
-    "A dead calm at sea. No wind, no wind at all, then a sea breeze and a high wind by evening.",
-    "We walked along the street under a blue sky; the clear sky at first light, the break of day.",
-    "Tea time in the drawing room, warm and dry by the fire.",
-    "Fog, fog and more fog on the river; the damp air, still air, still.",
-    "rain",
-    "RAIN!!! Snow? Sleet; foggy, misty -- cold",
-    "He ran and ran, hurrying up the mountain path through the forest at dawn.",
-    "Café au lait — naïve façade, the soirée at dusk in the garden; it was humid.",
-]
-
-
-def test_batch_analysis_equals_one_by_one():
-    assert analyze_many(BATCH_TEXTS) == [analyze_rules(t) for t in BATCH_TEXTS]
-    assert analyze_many([]) == [] and analyze_columns([])["confidence"] == []
-    # a single text, and texts that hold the batch separator themselves, give the same results too
-    assert analyze_many(BATCH_TEXTS[2:3]) == [analyze_rules(BATCH_TEXTS[2])]
-    odd = ["rain\x01 at noon", "fog \x01\x01 night"]
-    assert analyze_many(odd) == [analyze_rules(t) for t in odd]
-
-
-def test_batch_analysis_equals_one_by_one_on_the_corpus():
     from llava_sensing_pipeline.text import chunk_text, read_novel
 
     files = sorted(require_corpus().glob("*/*.txt"))
-    for path in files[:4]:
-        texts = [c.text for c in chunk_text(read_novel(path).text)]
-        assert analyze_many(texts) == [analyze_rules(t) for t in texts], path.name
+    texts = [c.text for c in chunk_text(read_novel(files[0]).text)]
+    columns = analyze_columns(texts)
+    for name in ENV_FIELDS:
+        assert set(columns[name]) <= set(VOCABULARY[name])
+    labelled = sum(1 for c in columns["field_confidence"] if c)
+    assert 0.05 * len(texts) < labelled < 0.8 * len(texts)

@@ -13,6 +13,8 @@ from llava_sensing_pipeline.generation import (
     clean_generated,
     example_id,
     expected_labels,
+    scene_fields,
+    scene_ranking,
     selection_order,
     walk_until_quota,
 )
@@ -43,6 +45,19 @@ def test_selection_order_is_a_seeded_permutation_spread_over_the_book():
         prefix = sorted(order[:n])
         assert max(b - a for a, b in zip([-1] + prefix, prefix + [100])) <= 2 * 100 / n + 1
     assert selection_order(0, 1, "k") == []
+
+
+def test_scene_ranking_puts_richer_scenes_first_and_keeps_each_spread():
+    assert scene_fields({"weather": "rain", "time_of_day": "unknown", "location": "indoor", "movement": "still"}) == 2
+    assert scene_fields({}) == 0
+    order = selection_order(200, 42, "G/a")
+    fields = [(i % 4) if i % 5 else 0 for i in range(200)]  # 0-3 known context fields
+    ranked = scene_ranking(order, fields)
+    assert set(ranked) == {i for i in range(200) if fields[i] >= 1}  # passages that know nothing are left out
+    counts = [fields[i] for i in ranked]
+    assert counts == sorted(counts, reverse=True)
+    for k in (3, 2, 1):  # each count keeps the selection order, so any prefix of it is spread over the book
+        assert [i for i in ranked if fields[i] == k] == [i for i in order if fields[i] == k]
 
 
 def test_allocate_quotas_spreads_with_remainder_to_first_sorted():

@@ -114,15 +114,20 @@ def test_llm_mode_scripted_end_to_end_then_cached(workspace, scripted_ollama, ca
 
 
 def test_hybrid_mode_keeps_the_source_passage(workspace, scripted_ollama):
-    scripted_ollama.set_script(faithful_script)
+    requests = []
+    scripted_ollama.set_script(lambda request: requests.append(request) or faithful_script(request))
     assert run(workspace, scripted_ollama, "hybrid", "--num-examples", "6") == 0
     data = dataset(workspace, "hybrid")
     assert len(data) == 6
     for e in data:
         assert e["metadata"]["generation_method"] == "source_excerpt"
         assert e["source_info"]["environmental_analysis"]["source"] == "llm"
-    # only analysis requests were made
-    assert scripted_ollama.stats()["chat"] <= 6 * 2
+        # a hybrid example describes its scene: a known weather, time of day or place
+        assert any(e["source_info"]["environmental_analysis"][f] != "unknown"
+                   for f in ("weather", "time_of_day", "location"))
+    # only analysis requests were made, each chunk at most once
+    assert requests and all(r.format for r in requests)
+    assert len({passage_of(r) for r in requests}) == len(requests)
 
 
 def test_invalid_labels_are_validated_and_filled_by_rules(workspace, scripted_ollama):

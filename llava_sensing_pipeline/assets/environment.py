@@ -2,7 +2,7 @@
 
 ``simple`` mode labels every chunk with the rule analyzer. The LLM modes also ask the model, for the chunks they
 will need only: in the file's seeded selection order until ``quota × analysis_margin`` chunks pass the confidence
-threshold (the margin covers generations that get rejected). The other chunks keep their rule labels and are not
+threshold (in hybrid mode, and know at least one context field; the margin covers generations that get rejected). The other chunks keep their rule labels and are not
 used as LLM-mode examples.
 """
 
@@ -14,8 +14,8 @@ from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataVal
 
 from ..checks import LABELS_IN_VOCABULARY, label_problems
 from ..environment import ENV_FIELDS, analyze_columns, features_at
-from ..environment_llm import ANALYSIS_NUM_PREDICT, ANALYSIS_SCHEMA, analysis_messages, interpret_analysis
-from ..generation import Outcome, selection_order, walk_until_quota
+from ..environment_llm import ANALYSIS_SCHEMA, analysis_messages, analysis_options, interpret_analysis
+from ..generation import MIN_SCENE_FIELDS, Outcome, scene_fields, selection_order, walk_until_quota
 from ..ollama_resource import CallStats, LLMCallFailed, OllamaResource
 from ..partitions import selection_quotas
 from ..seeding import derive_seed
@@ -72,8 +72,8 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
     stats = CallStats()
 
     def analyze(pos: int) -> Outcome:
-        options = {"temperature": 0, "num_predict": ANALYSIS_NUM_PREDICT,
-                   "seed": derive_seed(settings.seed, key, int(frame.at[pos, "chunk_index"]), "analysis") % 2**31}
+        seed = derive_seed(settings.seed, key, int(frame.at[pos, "chunk_index"]), "analysis") % 2**31
+        options = analysis_options(seed)
         try:
             reply = ollama.chat(analysis_messages(texts[pos]), options=options, fmt=ANALYSIS_SCHEMA)
         except LLMCallFailed as exc:
@@ -81,7 +81,8 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
             return Outcome(False, error=str(exc))
         stats.record(reply)
         result = interpret_analysis(reply.text, features_at(rules, pos))
-        return Outcome(result["confidence"] >= settings.llm_confidence_threshold, result)
+        scene = settings.mode != "hybrid" or scene_fields(result["labels"]) >= MIN_SCENE_FIELDS
+        return Outcome(result["confidence"] >= settings.llm_confidence_threshold and scene, result)
 
     ollama.check_ready()
     outcomes = walk_until_quota(candidates, target, analyze, ollama.total_slots,

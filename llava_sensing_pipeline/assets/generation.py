@@ -1,7 +1,8 @@
 """generated_examples: the training examples of each file, ranked so any prefix is spread across the book.
 
-- ``simple``: every usable chunk (long enough, confident enough rule analysis) is a candidate whose target is the
-  source passage; the export takes each file's quota from the top of the ranking.
+- ``simple``: every usable chunk (long enough, confident enough rule analysis, at least one known context field) is
+  a candidate whose target is the source passage, the ones that know more of their scene first; the export takes
+  each file's quota from the top of the ranking.
 - ``hybrid``: the same, over the chunks whose LLM analysis passed the confidence threshold.
 - ``llm``: over those chunks, in ranking order and up to the file's quota, the model writes a new paragraph; each
   reply goes through the quality filter, with up to ``generation_attempts`` attempts (different seeds) per chunk.
@@ -14,7 +15,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, Output, RetryPolicy, asset
 
 from ..checks import EXAMPLES_MATCH_SOURCES, example_problems
-from ..environment import ENV_FIELDS
+from ..environment import CONTEXT_FIELDS, ENV_FIELDS
 from ..generation import (
     GENERATION_METHODS,
     Outcome,
@@ -22,6 +23,8 @@ from ..generation import (
     build_generation_prompt,
     check_quality,
     is_usable,
+    scene_fields,
+    scene_ranking,
     selection_order,
     walk_until_quota,
 )
@@ -42,7 +45,8 @@ PERSONA = "You are an excellent English literary writer."
 
 
 def _candidates(table: pd.DataFrame, key: str, settings: PipelineSettings) -> list[tuple[int, int]]:
-    """(rank, row position) of the usable chunks, in selection order."""
+    """(rank, row position) of the usable chunks: in selection order, and in simple and hybrid modes the passages
+    that know more of their scene first (``generation.scene_ranking``)."""
     order = selection_order(len(table), settings.seed, key)
     confidence = table["confidence"].tolist()
     if settings.mode != "simple":
@@ -51,7 +55,11 @@ def _candidates(table: pd.DataFrame, key: str, settings: PipelineSettings) -> li
     else:
         ok = [is_usable(n, c, settings.min_chunk_chars, settings.min_confidence)
               for n, c in zip(table["chars"].tolist(), confidence)]
-    return [(rank, pos) for rank, pos in enumerate(order) if ok[pos]]
+    if settings.mode == "llm":
+        return [(rank, pos) for rank, pos in enumerate(order) if ok[pos]]
+    fields = [0 if not good else scene_fields(labels) for good, labels in zip(ok, table[list(CONTEXT_FIELDS)].to_dict(
+        "records"))]
+    return list(enumerate(scene_ranking(order, fields)))
 
 
 def _plural(n: int, word: str) -> str:

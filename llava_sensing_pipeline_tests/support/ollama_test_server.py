@@ -82,7 +82,7 @@ from llava_sensing_pipeline_tests.support.model_fetch import ensure_test_model, 
 DEFAULT_MODEL_NAME = "smollm2:135m"
 OLLAMA_API_VERSION = "0.12.0"
 DEFAULT_PARALLEL = 2
-DEFAULT_CTX_PER_SLOT = 2048
+DEFAULT_CTX_PER_SLOT = 8192  # the analysis prompt carries the annotation guide (about 4,000 tokens)
 DEFAULT_FAULT_TIMEOUT_S = 30.0
 DEFAULT_THREADS = max(1, (os.cpu_count() or 2) // 2)
 KEEP_ALIVE_S = 300

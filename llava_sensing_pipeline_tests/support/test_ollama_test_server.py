@@ -81,7 +81,7 @@ def test_show_and_ps(real_ollama: OllamaTestServer) -> None:
     assert missing.value.status_code == 404
     running = client.ps().models
     assert [(entry.model, entry.digest, entry.context_length) for entry in running] == [
-        (MODEL, model_fetch.MODEL_SHA256, 2048)
+        (MODEL, model_fetch.MODEL_SHA256, 8192)
     ]
     assert running[0].expires_at is not None
 
