@@ -136,7 +136,13 @@ def clock(wall: float) -> str:
 
 def is_outage(reason: str) -> bool:
     """Whether a partition's failure ``reason`` is an :class:`OllamaDown` (the server stayed away past the wait)."""
-    return f"{OllamaDown.__name__}:" in reason
+    return f"{OllamaDown.__name__}: " in reason
+
+
+def outage_text(reason: str) -> str:
+    """The :class:`OllamaDown` message inside a failure ``reason`` (which may quote it after a step's words)."""
+    mark = f"{OllamaDown.__name__}: "
+    return reason[reason.index(mark) + len(mark):] if mark in reason else reason
 
 
 class HostDown(Exception):
@@ -213,14 +219,16 @@ class HostPool:
         host.down_since, host.down_mono, host.hung = time.time(), now, hung
         host.outages += 1
         self.outages += 1
-        what = (f"not answering (it accepts connections, but neither a request nor a health check within "
-                f"{self._check_timeout_s:g} s got a reply)" if hung else "unreachable")
+        what = f"{'not answering' if hung else 'unreachable'} since {clock(host.down_since)}"
+        if hung:
+            what += (f" (it accepts connections, but neither a request nor a health check within "
+                     f"{self._check_timeout_s:g} s got a reply)")
         others = [h for h in self._up() if h is not host]
         if others:
             host.cooldown_s = 5.0
             host.down_until = now + host.cooldown_s
-            self.notify(f"Ollama at {host.url} {what} since {clock(host.down_since)}; the other {len(others)} "
-                        f"host(s) carry on, and it is checked again every 5 to 60 s")
+            self.notify(f"Ollama at {host.url} {what}; the other {len(others)} host(s) carry on, and it is checked "
+                        f"again every 5 to 60 s")
             return
         self.all_down_since = now
         for h in self.hosts:  # nothing is up: check every host often, so a return is seen at once
@@ -228,8 +236,8 @@ class HostPool:
         host.down_until = now + DOWN_PROBE_S
         who = "it" if len(self.hosts) == 1 else "one"
         none_else = "" if len(self.hosts) == 1 else ", and no other host is up"
-        self.notify(f"Ollama at {host.url} {what} since {clock(host.down_since)}{none_else}; waiting for {who} to "
-                    f"come back (up to {self.down_wait_s:g} s; Ctrl-C stops, re-running resumes)")
+        self.notify(f"Ollama at {host.url} {what}{none_else}; waiting for {who} to come back (up to "
+                    f"{self.down_wait_s:g} s; Ctrl-C stops, re-running resumes)")
 
     def _mark_up_locked(self, host: Host) -> None:
         if not host.down_until:
