@@ -221,8 +221,7 @@ class HostPool:
         self.outages += 1
         what = f"{'not answering' if hung else 'unreachable'} since {clock(host.down_since)}"
         if hung:
-            what += (f" (it accepts connections, but neither a request nor a health check within "
-                     f"{self._check_timeout_s:g} s got a reply)")
+            what += f" (it accepts connections, but a health check got no reply within {self._check_timeout_s:g} s)"
         others = [h for h in self._up() if h is not host]
         if others:
             host.cooldown_s = 5.0
@@ -329,12 +328,12 @@ class HostPool:
                 self._mark_up_locked(host)  # an answer: it is up, whatever another request saw
             self._cond.notify_all()
 
-    def mark_down(self, url: str) -> None:
+    def mark_down(self, url: str, hung: bool = False) -> None:
         """Takes a host out of rotation until its next health check."""
         with self._cond:
             for host in self.hosts:
                 if host.url == url:
-                    self._mark_down_locked(host)
+                    self._mark_down_locked(host, hung=hung)
 
     def mark_excluded(self, url: str, reason: str) -> None:
         """Takes a host out for good (e.g. it serves another build of the model)."""
@@ -432,10 +431,11 @@ class OllamaResource(ConfigurableResource):
         try:
             models = client.list().models
         except (ConnectionError, httpx.HTTPError) as exc:
-            raise OllamaUnavailable(
+            error = OllamaUnavailable(
                 f"Ollama is not reachable at {url} ({type(exc).__name__}: {exc}). Start the server with "
-                f"`ollama serve` (or point --ollama-host / OLLAMA_HOST at a running one) and re-run."
-            ) from None
+                f"`ollama serve` (or point --ollama-host / OLLAMA_HOST at a running one) and re-run.")
+            error.hung = isinstance(exc, httpx.TimeoutException)  # connected, but no reply within the timeout
+            raise error from None
         except ollama.ResponseError as exc:
             raise OllamaUnavailable(f"Ollama at {url} answered {exc.status_code}: {exc.error}. "
                                     f"Check the server's log, then re-run.") from None
@@ -466,7 +466,9 @@ class OllamaResource(ConfigurableResource):
             if len(errors) == 1:
                 raise errors[0]
             kind = ModelNotAvailable if all(isinstance(e, ModelNotAvailable) for e in errors) else OllamaUnavailable
-            raise kind("no Ollama host is ready:\n  " + "\n  ".join(str(e) for e in errors))
+            error = kind("no Ollama host is ready:\n  " + "\n  ".join(str(e) for e in errors))
+            error.hung = all(getattr(e, "hung", False) for e in errors)
+            raise error
         digest = digests.get(self.hosts[0]) if self.hosts[0] in digests else next(iter(digests.values()))
         pool = self.pool
         for url in self.hosts:
@@ -485,10 +487,10 @@ class OllamaResource(ConfigurableResource):
                 return self.check_ready()
             except ModelNotAvailable:
                 raise
-            except OllamaUnavailable:
+            except OllamaUnavailable as exc:
                 pool = self.pool
                 for url in self.hosts:
-                    pool.mark_down(url)
+                    pool.mark_down(url, hung=getattr(exc, "hung", False))
                 pool.wait_until_up()
 
     def outage_counters(self) -> tuple[int, float]:
