@@ -99,8 +99,9 @@ def build_definitions(env: dict[str, str] | None = None) -> Definitions:
     )
 
 
-def job_from_env(name: str):
-    """The job ``name`` of the definitions built from the environment (for executors that rebuild it in workers)."""
+def job_from_env(name: str, env_key: str = ""):
+    """The job ``name`` of the definitions built from the environment (for executors that rebuild it in workers).
+    ``env_key`` is not used: it tells Dagster's in-process cache of job definitions one environment from another."""
     return build_definitions().resolve_job_def(name)
 
 

@@ -72,8 +72,16 @@ def reason_summary(reasons: dict[str, str]) -> str:
 
 
 def _reconstructable(job_name: str):
+    """The job, rebuilt from the environment. Dagster keeps the definition it last loaded for an equal reconstructable
+    job in the process; the key of the environment makes one with other settings (another CLI call in the same
+    process, as in the tests) another job, so that it is not run with the previous call's resources."""
+    import hashlib
+    import os
+
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("LLAVA_SENSING_", "OLLAMA_", "DAGSTER_")))
+    key = hashlib.sha256(repr(env).encode()).hexdigest()[:16]
     return build_reconstructable_job("llava_sensing_pipeline.definitions", "job_from_env",
-                                     reconstructable_args=(job_name,))
+                                     reconstructable_args=(job_name, key))
 
 
 class Runner:
