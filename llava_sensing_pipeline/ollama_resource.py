@@ -199,6 +199,7 @@ class HostPool:
         self.all_down_since: float | None = None  # monotonic; set while no host is up
         self.outages = 0  # hosts gone down
         self.blocked_s = 0.0  # closed spells with no host up
+        self.stopped = False  # set by stop(): waits end at once
 
     def probe(self, host: Host) -> bool:
         """A health check with the short timeout: does the host answer ``/api/tags``?"""
@@ -271,8 +272,19 @@ class HostPool:
                 host.down_until = time.monotonic() + DOWN_PROBE_S
             self._cond.notify_all()
 
+    def stop(self) -> None:
+        """Ends every wait for a host at once (the run was interrupted): waiting requests raise :class:`OllamaDown`."""
+        with self._cond:
+            self.stopped = True
+            self._cond.notify_all()
+
+    def _raise_if_stopped_locked(self) -> None:
+        if self.stopped:
+            raise OllamaDown("interrupted (Ctrl-C) while waiting for Ollama to come back; re-running resumes")
+
     def _raise_if_waited_out_locked(self) -> None:
-        """While no host is up: raises :class:`OllamaDown` once the wait is over."""
+        """While no host is up: raises :class:`OllamaDown` once the wait is over (or the pool was stopped)."""
+        self._raise_if_stopped_locked()
         if self.all_down_since is None or time.monotonic() - self.all_down_since < self.down_wait_s:
             return
         down = sorted(self.hosts, key=lambda h: h.down_since)
@@ -291,6 +303,7 @@ class HostPool:
         deadline = time.monotonic() + wait_s
         with self._cond:
             while True:
+                self._raise_if_stopped_locked()
                 self._probe_due_locked()
                 free = [h for h in self._up() if h.in_use < self.slots]
                 if free:
@@ -493,6 +506,10 @@ class OllamaResource(ConfigurableResource):
                     pool.mark_down(url, hung=getattr(exc, "hung", False))
                 pool.wait_until_up()
 
+    def stop_waiting(self) -> None:
+        """Ends the requests' waits for a server at once (Ctrl-C: the run is being interrupted)."""
+        self.pool.stop()
+
     def outage_counters(self) -> tuple[int, float]:
         """(hosts gone down, seconds with no host up) so far; see :meth:`outage_metadata`."""
         return self.pool.outage_counters()
@@ -533,6 +550,8 @@ class OllamaResource(ConfigurableResource):
         threading.Thread(target=request, name=f"ollama-request-{host.url}", daemon=True).start()
         every = max(0.05, min(self.probe_after_s, self.timeout_s / 2))
         while not done.wait(every):
+            if self.pool.stopped:
+                raise HostDown(hung=False)  # the run was interrupted: abandon the request
             if not self.pool.probe(host) and not done.is_set():
                 raise HostDown(hung=True)
         exc = result.get("error")

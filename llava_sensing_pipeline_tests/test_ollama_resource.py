@@ -355,3 +355,23 @@ def test_wait_ready_waits_for_a_server_that_is_down_when_a_step_starts(scripted_
     threading.Timer(1.0, scripted_ollama.start).start()
     assert r.wait_ready() == scripted_ollama.digest
     assert len(log) == 2 and "waiting for it to come back" in log[0][1] and "is back" in log[1][1]
+
+
+def test_stop_waiting_ends_the_wait_at_once(scripted_ollama, tmp_path):
+    """Ctrl-C during the wait: the step calls stop_waiting() (walk_until_quota's on_interrupt), and the requests
+    waiting for the server end at once with OllamaDown instead of after --ollama-down-wait."""
+    import threading
+
+    r = resource(scripted_ollama.url, tmp_path, down_wait_s=60)
+    r.attach_log(Log())
+    r.check_ready()
+    scripted_ollama.stop()
+    errors = []
+    waiting = threading.Thread(target=lambda: errors.append(pytest.raises(OllamaDown, r.chat, MESSAGES, options={})))
+    waiting.start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    r.stop_waiting()
+    waiting.join(5)
+    assert not waiting.is_alive() and time.monotonic() - started < 1.5
+    assert "interrupted (Ctrl-C)" in str(errors[0].value)

@@ -87,7 +87,8 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
     outages_before = ollama.outage_counters()
     ollama.wait_ready()
     outcomes = walk_until_quota(candidates, target, analyze, ollama.total_slots,
-                                progress_logger(context, f"{key} analysis", len(candidates)))
+                                progress_logger(context, f"{key} analysis", len(candidates)),
+                                on_interrupt=ollama.stop_waiting)
     for pos, outcome in outcomes.items():
         if outcome.value is None:
             continue

@@ -174,7 +174,8 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
 
     candidates = _candidates(table, key, settings)
     outcomes = walk_until_quota(candidates, quota, generate, ollama.total_slots,
-                                progress_logger(context, f"{key} generation", len(candidates)))
+                                progress_logger(context, f"{key} generation", len(candidates)),
+                                on_interrupt=ollama.stop_waiting)
     check_failure_share("generated_examples", key, stats, len(outcomes), settings.max_failure_share)
     rows = [o.value for o in outcomes.values() if o.accepted]
     metadata = {
