@@ -3,8 +3,14 @@
 Every LLM call of the pipeline goes through :meth:`OllamaResource.chat`. A reply is cached on disk (SQLite, under
 ``data/cache/``) keyed by model, model digest, messages, format and options, so re-materializing a partition whose
 inputs did not change makes no LLM call, and a partition that failed half-way only pays for the chunks it had not
-finished. Timeouts, connection errors, 429 and 5xx answers are retried with exponential backoff and jitter; other
+finished. Timeouts, dropped connections, 429 and 5xx answers are retried with exponential backoff and jitter; other
 errors (such as 404 for a missing model) are not.
+
+A server that goes away (connection refused; a dropped connection and no answer to a health check; or hung: a
+request unanswered after ``probe_after_s`` whose health check gets no reply either) is not retried against the
+retry budget: it is reported once (``attach_log``), requests wait for it, or another host, to come back for at most
+``down_wait_s`` and are then sent again, and past that wait they raise :class:`OllamaDown`, which fails the
+partition (re-running resumes from the cache).
 """
 
 from __future__ import annotations

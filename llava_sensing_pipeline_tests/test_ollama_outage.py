@@ -8,6 +8,7 @@ server counts each request body it answered in full, so a request paid for twice
 
 import io
 import json
+import logging
 import re
 import shlex
 import shutil
@@ -206,6 +207,11 @@ def test_restarted_within_the_wait_completes_with_no_failure_and_no_duplicate(wo
     with DagsterInstance.get() as instance:
         recorded = [r.asset_materialization.metadata for name in ("environment_features", "generated_examples")
                     for r in instance.fetch_materializations(AssetKey(name), limit=10).records]
+        # the UI's run logs have the same two lines, as warnings of the step that waited
+        logged = [(e.level, e.step_key, e.user_message) for run in instance.get_runs()
+                  for e in instance.all_logs(run.run_id) if re.search(r"unreachable since|is back after", e.user_message)]
+    assert [m for level, _, m in logged if level == logging.WARNING] == [m for _, _, m in logged] and len(logged) == 2
+    assert logged[0][1] in ("environment_features", "generated_examples") and "unreachable since" in logged[0][2]
     outages = [m for m in recorded if m["ollama_outages"].value]
     assert len(outages) == 1 and outages[0]["ollama_outages"].value == 1
     assert 1.5 <= outages[0]["ollama_downtime_s"].value < 10
