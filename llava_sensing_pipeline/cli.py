@@ -62,6 +62,9 @@ def _run_options() -> argparse.ArgumentParser:
     llm.add_argument("--parallel", type=int, default=None,
                      help="concurrent requests; match the server's OLLAMA_NUM_PARALLEL (default: that variable or 1)")
     llm.add_argument("--ollama-timeout", type=float, default=120.0, help="seconds per request (default: 120)")
+    llm.add_argument("--ollama-down-wait", type=float, default=300.0,
+                     help="seconds to wait for a server that went away (crashed, restarted, hung) to come back "
+                          "before the partition fails and the run stops; re-running resumes (default: 300)")
     llm.add_argument("--max-retries", type=int, default=3, help="retries per request on timeouts and 5xx (default: 3)")
     llm.add_argument("--confidence-threshold", type=float, default=0.3,
                      help="minimum validated LLM analysis confidence for a chunk to be used (default: 0.3)")
@@ -112,6 +115,8 @@ def validate_args(args: argparse.Namespace) -> str | None:
         return f"--min-words ({args.min_words}) must not exceed --max-words ({args.max_words})"
     if not (args.ollama_timeout > 0 and math.isfinite(args.ollama_timeout)):
         return f"--ollama-timeout: must be a number of seconds above 0, got {args.ollama_timeout}"
+    if not (args.ollama_down_wait >= 0 and math.isfinite(args.ollama_down_wait)):
+        return f"--ollama-down-wait: must be a number of seconds, 0 or more, got {args.ollama_down_wait}"
     if args.max_retries < 0:
         return f"--max-retries: must be 0 or more, got {args.max_retries}"
     root = Path(args.input_dir)
@@ -216,7 +221,7 @@ def _generate(args: argparse.Namespace, settings, home: Path) -> int:
         runner = Runner(build_definitions(), instance, settings, batch_size=batch, log_path=str(log_path),
                         verbose=args.verbose)
         report = runner.run(files, force=getattr(args, "force", False), only=targets)
-    status = print_summary(report, settings)
+    status = print_summary(report, settings, getattr(args, "argv", None))
     print(f"log:     {log_path} (Dagster's full output; the runs are also in the UI)")
     return status
 
@@ -264,11 +269,21 @@ def run_env(args: argparse.Namespace, settings) -> dict[str, str]:
     if args.parallel:
         env["OLLAMA_NUM_PARALLEL"] = str(args.parallel)
     env["LLAVA_SENSING_OLLAMA_TIMEOUT"] = f"{args.ollama_timeout:g}"
+    env["LLAVA_SENSING_OLLAMA_DOWN_WAIT"] = f"{args.ollama_down_wait:g}"
     env["LLAVA_SENSING_MAX_RETRIES"] = str(args.max_retries)
     return env
 
 
-def print_summary(report, settings) -> int:
+def resume_command(argv: list[str] | None) -> str:
+    """The command that resumes a run stopped by an outage: the same one (without ``--force``, which would redo
+    what this run finished; the LLM replies are cached either way)."""
+    import shlex
+
+    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--force"]
+    return shlex.join(["llava-sensing", *argv])
+
+
+def print_summary(report, settings, argv: list[str] | None = None) -> int:
     import json
 
     from .atomic import storage_path
@@ -276,10 +291,13 @@ def print_summary(report, settings) -> int:
 
     out = storage_path(settings.output_dir)
     done = len(report.stale)
-    print(f"\nfiles: {len(report.selected)} selected, {done} materialized ({done - len(report.failures)} ok, "
-          f"{len(report.failures)} failed), {len(report.selected) - done} up to date; {report.runs} Dagster run(s) "
-          f"in {report.seconds:.1f} s")
-    if report.export_ok:
+    gone = len(report.not_started)
+    print(f"\nfiles: {len(report.selected)} selected, {done - gone} materialized ({done - gone - len(report.failures)} "
+          f"ok, {len(report.failures)} failed){f', {gone} not started' if gone else ''}, "
+          f"{len(report.selected) - done} up to date; {report.runs} Dagster run(s) in {report.seconds:.1f} s")
+    if report.outage:
+        print(f"export skipped: {report.export_error}", file=sys.stderr)
+    elif report.export_ok:
         index = json.loads((out / "chunks" / INDEX_NAME).read_text(encoding="utf-8"))
         chunks = sum(f["candidates"] for f in index["files"])
         short = [f for f in index["files"] if f["shortfall"]]
@@ -294,15 +312,26 @@ def print_summary(report, settings) -> int:
     else:
         print(f"export FAILED: {report.export_error}", file=sys.stderr)
     if report.failures:
-        print(f"\n{len(report.failures)} file(s) failed (listed in the index as failed_files; fix them and re-run, "
-              f"only these will be redone):", file=sys.stderr)
+        why = ("re-running redoes them, paying only for the LLM requests not yet answered" if report.outage else
+               "listed in the index as failed_files; fix them and re-run, only these will be redone")
+        print(f"\n{len(report.failures)} file(s) failed ({why}):", file=sys.stderr)
         for key, reason in sorted(report.failures.items()):
             print(f"  {key}: {reason}", file=sys.stderr)
+    if report.not_started:
+        print(f"\n{gone} file(s) not started (Ollama is gone; left as they were):", file=sys.stderr)
+        for key in report.not_started:
+            print(f"  {key}", file=sys.stderr)
     if report.failed_before:
         print(f"\n{len(report.failed_before)} file(s) still failed from an earlier run (not retried: nothing they "
               "depend on changed; fix the file, or `llava-sensing backfill --failed`):", file=sys.stderr)
         for key, reason in sorted(report.failed_before.items()):
             print(f"  {key}: {reason}", file=sys.stderr)
+    if report.outage:
+        from .ollama_resource import outage_text
+
+        print(f"\nThe run stopped: {outage_text(report.outage)}\nOnce the server is back, resume with:\n"
+              f"  {resume_command(argv)}", file=sys.stderr)
+        return 1
     return 0 if report.export_ok and not report.failures and not report.failed_before else 1
 
 
@@ -476,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("generate", "backfill"):
+        args.argv = argv
         problem = validate_args(args)
         if problem:
             print(f"error: {problem}\nNothing was written.", file=sys.stderr)

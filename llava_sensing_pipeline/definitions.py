@@ -37,8 +37,10 @@ DEFAULT_LLM_CACHE = "data/cache/llm_responses.sqlite"
 
 def ollama_from_env(env: dict[str, str] | None = None, **overrides) -> OllamaResource:
     """The Ollama resource from ``OLLAMA_HOSTS`` (or ``OLLAMA_HOST``), ``OLLAMA_NUM_PARALLEL``,
-    ``LLAVA_SENSING_MODEL``, ``LLAVA_SENSING_OLLAMA_TIMEOUT``, ``LLAVA_SENSING_MAX_RETRIES`` and
-    ``LLAVA_SENSING_LLM_CACHE``; keyword arguments that are not None override them."""
+    ``LLAVA_SENSING_MODEL``, ``LLAVA_SENSING_OLLAMA_TIMEOUT``, ``LLAVA_SENSING_MAX_RETRIES``,
+    ``LLAVA_SENSING_OLLAMA_DOWN_WAIT`` (seconds to wait for a server that went away), ``LLAVA_SENSING_OLLAMA_PROBE_AFTER``
+    (seconds before an unanswered request gets its host health-checked), ``LLAVA_SENSING_OLLAMA_CHECK_TIMEOUT`` (the
+    health check's timeout) and ``LLAVA_SENSING_LLM_CACHE``; keyword arguments that are not None override them."""
     env = os.environ if env is None else env
     fields = {
         "host": env.get("OLLAMA_HOSTS") or env.get("OLLAMA_HOST") or None,
@@ -50,6 +52,10 @@ def ollama_from_env(env: dict[str, str] | None = None, **overrides) -> OllamaRes
         fields["timeout_s"] = float(env["LLAVA_SENSING_OLLAMA_TIMEOUT"])
     if env.get("LLAVA_SENSING_MAX_RETRIES"):
         fields["max_retries"] = int(env["LLAVA_SENSING_MAX_RETRIES"])
+    for name, field in (("OLLAMA_DOWN_WAIT", "down_wait_s"), ("OLLAMA_PROBE_AFTER", "probe_after_s"),
+                        ("OLLAMA_CHECK_TIMEOUT", "check_timeout_s")):
+        if env.get(f"LLAVA_SENSING_{name}"):
+            fields[field] = float(env[f"LLAVA_SENSING_{name}"])
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return OllamaResource(**fields)
 
@@ -102,9 +108,10 @@ def build_definitions(env: dict[str, str] | None = None, *, settings: PipelineSe
 _BUILT: dict[tuple, Definitions] = {}
 
 
-def job_from_env(name: str):
+def job_from_env(name: str, env_key: str = ""):
     """The job ``name`` of the definitions built from the environment (for executors that rebuild it in workers;
-    Dagster reconstructs a job several times per run, so the definitions are built once per environment)."""
+    Dagster reconstructs a job several times per run, so the definitions are built once per environment).
+    ``env_key`` is not used: it tells Dagster's in-process cache of job definitions one environment from another."""
     key = tuple(sorted(effective_env().items()))
     if key not in _BUILT:
         _BUILT.clear()

@@ -192,7 +192,7 @@ class Outcome:
 
 def walk_until_quota(
     candidates: Sequence[T], quota: int, work: Callable[[T], Outcome], parallel: int = 1,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, on_interrupt: Callable[[], None] | None = None,
 ) -> dict[T, Outcome]:
     """Processes ``candidates`` in order, up to ``parallel`` at a time, until ``quota`` of them are accepted.
 
@@ -200,7 +200,9 @@ def walk_until_quota(
     processed items are always the shortest prefix of ``candidates`` that holds ``quota`` accepted ones (or all of
     them), whatever the timing: the result is deterministic, and the calls per accepted item stay minimal.
     An exception escaping ``work`` (e.g. the server went away) cancels what is pending and propagates.
-    ``progress(done, accepted)`` is called after each item.
+    ``progress(done, accepted)`` is called after each item. On an interrupt (Ctrl-C: an exception that is not an
+    ``Exception``), ``on_interrupt()`` is called before waiting for the items in flight, to make them end now
+    (e.g. stop waiting for a server that went away).
     """
     results: dict[T, Outcome] = {}
     if quota <= 0 or not candidates:
@@ -224,6 +226,12 @@ def walk_until_quota(
                     accepted += outcome.accepted
                     if progress is not None:
                         progress(len(results), accepted)
+        except Exception:
+            raise
+        except BaseException:
+            if on_interrupt is not None:
+                on_interrupt()
+            raise
         finally:
             for future in in_flight:
                 future.cancel()

@@ -8,7 +8,11 @@ the UI (:mod:`~llava_sensing_pipeline.planning`).
    reconstructable job, so ``LLAVA_SENSING_EXECUTOR=multiprocess`` runs steps in worker processes).
 4. **Failure isolation.** A range run whose step fails names the partitions that raised (the step failure's
    metadata); they are re-run alone, so each shows as its own failed partition, and the rest are re-run in ranges.
-5. Materialize ``chunked_json_exports`` when it is out of date (``planning.export_out_of_date``).
+5. **Ollama gone.** In the LLM modes, once a partition failed because the server stayed unreachable past
+   ``--ollama-down-wait`` (:class:`~llava_sensing_pipeline.ollama_resource.OllamaDown`), the remaining partitions
+   are not started (each would only wait again) but left as they are, listed as not started, and no export is
+   written: re-running the same command resumes, paying only for the requests not yet answered (cached).
+6. Materialize ``chunked_json_exports`` when it is out of date (``planning.export_out_of_date``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from dagster import DagsterInstance, Definitions, build_reconstructable_job, execute_job
 
 from .jobs import EXPORT_JOB, PER_FILE_JOB
+from .ollama_resource import is_outage
 from .partitions import NovelFile, discover_novels, registered_keys
 from .planning import (
     PER_FILE_KEYS,
@@ -50,6 +55,8 @@ class RunReport:
     succeeded: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     failed_before: dict[str, str] = field(default_factory=dict)
+    not_started: list[str] = field(default_factory=list)  # left as they were: the LLM server was gone
+    outage: str | None = None  # why the run stopped early: the OllamaDown failure
     runs: int = 0
     export_ok: bool = False
     export_error: str | None = None
@@ -64,8 +71,16 @@ def reason_summary(reasons: dict[str, str]) -> str:
 
 
 def _reconstructable(job_name: str):
+    """The job, rebuilt from the environment. Dagster keeps the definition it last loaded for an equal reconstructable
+    job in the process; the key of the environment makes one with other settings (another CLI call in the same
+    process, as in the tests) another job, so that it is not run with the previous call's resources."""
+    import hashlib
+    import os
+
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("LLAVA_SENSING_", "OLLAMA_", "DAGSTER_")))
+    key = hashlib.sha256(repr(env).encode()).hexdigest()[:16]
     return build_reconstructable_job("llava_sensing_pipeline.definitions", "job_from_env",
-                                     reconstructable_args=(job_name,))
+                                     reconstructable_args=(job_name, key))
 
 
 class Runner:
@@ -105,6 +120,14 @@ class Runner:
             return
         if len(keys) == 1:
             report.failures[keys[0]] = (failed or {}).get(keys[0]) or message
+            if is_outage(report.failures[keys[0]]):
+                report.outage = report.failures[keys[0]]
+            return
+        gone = {k: why for k, why in (failed or {}).items() if is_outage(why)}
+        if gone or is_outage(message):  # the server is gone: re-running these one by one would only wait again
+            report.failures.update(gone)
+            report.not_started.extend(k for k in keys if k not in gone)
+            report.outage = next(iter(gone.values()), message)
             return
         suspects = [k for k in keys if k in failed] if failed else keys
         for key in suspects:  # alone, so each failure is recorded against its own partition
@@ -135,7 +158,13 @@ class Runner:
         self.order = registered_keys(self.instance)
         batches = contiguous_ranges(self.order, set(report.stale), self.batch_size)
         done = 0
-        for batch in batches:
+        for n, batch in enumerate(batches):
+            if report.outage and self.settings.mode != "simple":
+                left = [k for b in batches[n:] for k in b]
+                report.not_started.extend(left)
+                self.echo(f"Ollama is gone: not starting the remaining {len(left)} partition(s) (each would only "
+                          "wait for it again); they are left as they are")
+                break
             before = len(report.failures)
             self._materialize(batch, report)
             done += len(batch)
@@ -144,7 +173,10 @@ class Runner:
             elapsed = time.monotonic() - started
             eta = elapsed / done * (len(report.stale) - done)
             self.echo(f"[{done}/{len(report.stale)}] {label}: {status} ({elapsed:.0f} s, ETA {eta:.0f} s)")
-        self._export(files, report)
+        if report.outage:  # an unfinished dataset is not written; re-running resumes and then exports
+            report.export_error = "not written: the run stopped because Ollama is gone (re-running resumes)"
+        else:
+            self._export(files, report)
         report.seconds = time.monotonic() - started
         return report
 

@@ -237,6 +237,8 @@ BAD_FLAGS = [
     (["--min-words", "300", "--max-words", "120"], "--min-words (300) must not exceed --max-words (120)"),
     (["--ollama-timeout", "0"], "--ollama-timeout: must be a number of seconds above 0, got 0.0"),
     (["--max-retries", "-1"], "--max-retries: must be 0 or more, got -1"),
+    (["--ollama-down-wait", "-1"], "--ollama-down-wait: must be a number of seconds, 0 or more, got -1.0"),
+    (["--ollama-down-wait", "inf"], "--ollama-down-wait: must be a number of seconds, 0 or more, got inf"),
     (["--min-chunk-chars", "900"], "need --min-chunk-chars (900) <= --chunk-chars (500) <= --max-chunk-chars (1000)"),
 ]
 

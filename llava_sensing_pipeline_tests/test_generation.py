@@ -99,6 +99,41 @@ def test_walk_until_quota_propagates_fatal_errors():
         walk_until_quota(list(range(10)), 5, work, parallel=2)
 
 
+def test_walk_until_quota_ends_the_items_in_flight_on_an_interrupt():
+    """Ctrl-C while an item waits (for a server that went away): on_interrupt() is called before the walk waits for
+    the items in flight, so it ends at once instead of after their wait; a plain error does not call it."""
+    import threading
+    import time
+
+    release = threading.Event()
+    calls = []
+
+    def work(i):
+        if i == 0:
+            return Outcome(False)
+        release.wait(30)  # item 1 waits until on_interrupt releases it
+        return Outcome(False)
+
+    def progress(done, accepted):
+        raise KeyboardInterrupt  # after item 0, as Ctrl-C in the step's thread
+
+    def on_interrupt():
+        calls.append(1)
+        release.set()
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        walk_until_quota([0, 1], 2, work, parallel=2, progress=progress, on_interrupt=on_interrupt)
+    assert calls == [1] and time.monotonic() - started < 5
+
+    def fail(i):
+        raise RuntimeError("server gone")
+
+    with pytest.raises(RuntimeError):
+        walk_until_quota([0], 1, fail, on_interrupt=on_interrupt)
+    assert calls == [1]
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_prompt_is_in_words_with_style_guidance(style):
     prompt = build_generation_prompt(RECORD, style)

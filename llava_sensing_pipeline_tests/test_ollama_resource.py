@@ -7,9 +7,11 @@ import pytest
 from llava_sensing_pipeline.ollama_resource import (
     CallStats,
     LLMCallFailed,
+    OllamaDown,
     OllamaResource,
     OllamaUnavailable,
     ResponseCache,
+    is_outage,
     normalize_host,
 )
 
@@ -135,6 +137,8 @@ def test_pool_survives_a_host_stopping_mid_run_and_returns_to_it(tmp_path):
     try:
         r = OllamaResource(host=f"{a.url},{b.url}", model=MODEL, parallel=2, backoff_s=0.01, timeout_s=5,
                            cache_path=str(tmp_path / "c.sqlite"))
+        messages = []
+        r.attach_log(messages.append)
         assert r.check_ready() == a.digest and r.total_slots == 4
         prompts = [f"passage {i}" for i in range(40)]
 
@@ -157,6 +161,13 @@ def test_pool_survives_a_host_stopping_mid_run_and_returns_to_it(tmp_path):
         for i in range(8):
             r.chat([{"role": "user", "content": f"later {i}"}], options={})
         assert r.host_metadata()[b_url]["healthy"] and r.host_metadata()[b_url]["requests"] > served_by_b
+        # one line when b went away (a carried on), one when it came back; the pool never waited
+        assert len(messages) == 2, messages
+        assert messages[0].startswith(f"Ollama at {b_url} unreachable since ")
+        assert "the other 1 host(s) carry on" in messages[0]
+        assert messages[1].startswith(f"Ollama at {b_url} is back after ")
+        assert r.host_metadata()[b_url]["outages"] == 1 and r.host_metadata()[b_url]["downtime_s"] >= 5
+        assert r.outage_metadata((0, 0.0)) == {"ollama_outages": 1, "ollama_downtime_s": 0.0}
     finally:
         a.stop()
         b.stop()
@@ -231,3 +242,136 @@ def test_partition_metadata_counts_the_llm_calls_the_server_saw(scripted_ollama,
     metadata = {k: v.value for k, v in materialization.metadata.items()}
     assert metadata["analysis_failed_requests"] == 1
     assert metadata["analysis_llm_calls"] == scripted_ollama.stats()["chat"]
+
+
+# --- The server going away mid-run (issue 15) -------------------------------------------------------------------
+
+class Log(list):
+    """Collects outage messages with the time each was emitted."""
+
+    def __call__(self, message: str) -> None:
+        self.append((time.monotonic(), message))
+
+    def texts(self) -> list[str]:
+        return [m for _, m in self]
+
+
+def test_server_gone_waits_the_down_wait_then_fails_and_says_so_at_once(scripted_ollama, tmp_path):
+    """Killed: the first request that finds it gone emits one message at once, waits --ollama-down-wait (not the
+    request timeout, not per retry), then fails with OllamaDown; later requests fail at once."""
+    import re
+
+    r = resource(scripted_ollama.url, tmp_path, down_wait_s=1.5, max_retries=3, timeout_s=60)
+    log = Log()
+    r.attach_log(log)
+    assert r.wait_ready() == scripted_ollama.digest
+    r.chat(MESSAGES, options={"seed": 1})
+    before = r.outage_counters()
+    scripted_ollama.stop()
+    started = time.monotonic()
+    with pytest.raises(OllamaDown) as info:
+        r.chat(MESSAGES, options={"seed": 2})
+    waited = time.monotonic() - started
+    assert 1.5 <= waited < 3.5
+    assert len(log) == 1 and log[0][0] - started < 0.5
+    assert re.fullmatch(rf"Ollama at {re.escape(r.url)} unreachable since \d\d:\d\d:\d\d; waiting for it to come "
+                        r"back \(up to 1.5 s; Ctrl-C stops, re-running resumes\)", log[0][1])
+    assert "still down after waiting 1.5 s (--ollama-down-wait)" in str(info.value)
+    assert is_outage(f"OllamaDown: {info.value}") and isinstance(info.value, OllamaUnavailable)
+    started = time.monotonic()
+    with pytest.raises(OllamaDown):
+        r.chat(MESSAGES, options={"seed": 3})
+    assert time.monotonic() - started < 0.5 and len(log) == 1
+    meta = r.outage_metadata(before)
+    assert meta["ollama_outages"] == 1 and meta["ollama_downtime_s"] >= 1.5
+
+
+def test_server_restarted_within_the_wait_answers_the_request_once(scripted_ollama, tmp_path):
+    """Killed, then back on the same port within the wait: the waiting request is sent again once it is back,
+    answered once, and uses no retry; one message when it went, one when it came back."""
+    import threading
+
+    scripted_ollama.set_script("fine")
+    r = resource(scripted_ollama.url, tmp_path, down_wait_s=30, max_retries=0)
+    log = Log()
+    r.attach_log(log)
+    r.check_ready()
+    before = r.outage_counters()
+    scripted_ollama.stop()
+    threading.Timer(1.5, scripted_ollama.start).start()
+    started = time.monotonic()
+    reply = r.chat(MESSAGES, options={"seed": 4})
+    assert reply.text == "fine" and reply.attempts == 1 and time.monotonic() - started < 5
+    assert len(log) == 2 and "unreachable since" in log[0][1] and "is back after 2 s" in log[1][1]
+    assert list(scripted_ollama.answered_requests().values()) == [1]
+    meta = r.outage_metadata(before)
+    assert meta["ollama_outages"] == 1 and 1.4 <= meta["ollama_downtime_s"] < 5
+
+
+def test_hung_server_is_found_by_the_health_probe(scripted_ollama, tmp_path):
+    """Hung (accepts connections, answers nothing): a request unanswered after probe_after_s gets a health check
+    with the short timeout; no reply to it means hung, long before the request timeout: the same wait, then
+    OllamaDown. Nothing was answered."""
+    import re
+
+    r = resource(scripted_ollama.url, tmp_path, down_wait_s=1.0, probe_after_s=0.5, check_timeout_s=0.5,
+                 timeout_s=60)
+    log = Log()
+    r.attach_log(log)
+    r.check_ready()
+    scripted_ollama.hang()
+    started = time.monotonic()
+    with pytest.raises(OllamaDown, match="not answering since"):
+        r.chat(MESSAGES, options={"seed": 5})
+    assert time.monotonic() - started < 6
+    assert len(log) == 1 and re.search(r"not answering since \d\d:\d\d:\d\d \(it accepts connections", log[0][1])
+    assert 0.9 <= log[0][0] - started < 2.5
+    scripted_ollama.unhang()
+    assert scripted_ollama.stats()["answered"] == 0
+
+
+def test_slow_server_is_told_apart_from_a_hung_one(tmp_path):
+    """A slow answer (2 s, probe after 0.3 s): the server answers its health checks, so the request keeps waiting
+    and is answered; no outage."""
+    from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer
+
+    with OllamaTestServer(backend="scripted", script="slow but fine", latency=2.0) as slow:
+        r = resource(slow.url, tmp_path, down_wait_s=1.0, probe_after_s=0.3, check_timeout_s=0.5, timeout_s=30)
+        log = Log()
+        r.attach_log(log)
+        reply = r.chat(MESSAGES, options={})
+        assert reply.text == "slow but fine" and reply.latency_s >= 2.0 and not log
+        assert r.outage_metadata((0, 0.0)) == {"ollama_outages": 0, "ollama_downtime_s": 0.0}
+        assert slow.stats()["requests_by_path"]["/api/tags"] >= 4  # the probes
+
+
+def test_wait_ready_waits_for_a_server_that_is_down_when_a_step_starts(scripted_ollama, tmp_path):
+    import threading
+
+    r = resource(scripted_ollama.url, tmp_path, down_wait_s=30)
+    log = Log()
+    r.attach_log(log)
+    scripted_ollama.stop()
+    threading.Timer(1.0, scripted_ollama.start).start()
+    assert r.wait_ready() == scripted_ollama.digest
+    assert len(log) == 2 and "waiting for it to come back" in log[0][1] and "is back" in log[1][1]
+
+
+def test_stop_waiting_ends_the_wait_at_once(scripted_ollama, tmp_path):
+    """Ctrl-C during the wait: the step calls stop_waiting() (walk_until_quota's on_interrupt), and the requests
+    waiting for the server end at once with OllamaDown instead of after --ollama-down-wait."""
+    import threading
+
+    r = resource(scripted_ollama.url, tmp_path, down_wait_s=60)
+    r.attach_log(Log())
+    r.check_ready()
+    scripted_ollama.stop()
+    errors = []
+    waiting = threading.Thread(target=lambda: errors.append(pytest.raises(OllamaDown, r.chat, MESSAGES, options={})))
+    waiting.start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    r.stop_waiting()
+    waiting.join(5)
+    assert not waiting.is_alive() and time.monotonic() - started < 1.5
+    assert "interrupted (Ctrl-C)" in str(errors[0].value)

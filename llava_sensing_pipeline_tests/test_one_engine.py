@@ -190,6 +190,10 @@ def test_7a_ollama_hosts_wins_over_ollama_host():
 
     resource = ollama_from_env({"OLLAMA_HOST": "http://a:11434", "OLLAMA_HOSTS": "http://b:11434,http://c:11434"})
     assert resource.hosts == ["http://b:11434", "http://c:11434"]
+    assert (resource.down_wait_s, resource.probe_after_s, resource.check_timeout_s) == (300.0, 15.0, 5.0)
+    resource = ollama_from_env({"LLAVA_SENSING_OLLAMA_DOWN_WAIT": "42", "LLAVA_SENSING_OLLAMA_PROBE_AFTER": "3",
+                                "LLAVA_SENSING_OLLAMA_CHECK_TIMEOUT": "1.5"})
+    assert (resource.down_wait_s, resource.probe_after_s, resource.check_timeout_s) == (42.0, 3.0, 1.5)
 
 
 def test_7b_the_cli_runs_on_the_configured_executor(workspace, monkeypatch):

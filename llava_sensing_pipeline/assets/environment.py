@@ -84,9 +84,12 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
         scene = settings.mode != "hybrid" or scene_fields(result["labels"]) >= MIN_SCENE_FIELDS
         return Outcome(result["confidence"] >= settings.llm_confidence_threshold and scene, result)
 
-    ollama.check_ready()
+    ollama.attach_log(context.log.warning)  # outage messages: the CLI's console and the run's logs in the UI
+    outages_before = ollama.outage_counters()
+    ollama.wait_ready()
     outcomes = walk_until_quota(candidates, target, analyze, ollama.total_slots,
-                                progress_logger(context, f"{key} analysis", len(candidates)))
+                                progress_logger(context, f"{key} analysis", len(candidates)),
+                                on_interrupt=ollama.stop_waiting)
     for pos, outcome in outcomes.items():
         if outcome.value is None:
             continue
@@ -109,6 +112,7 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
         "fields_filled_by_rules": sum(len(r["rule_fields"]) for r in analyzed),
         "mean_llm_confidence": round(sum(r["confidence"] for r in analyzed) / len(analyzed), 3) if analyzed else 0.0,
         **stats.summary("analysis"),
+        **ollama.outage_metadata(outages_before),
         "hosts": MetadataValue.json(ollama.host_metadata()),
     }
     return frame, metadata

@@ -145,7 +145,9 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
     """Generated paragraphs for the file's quota, each passing the quality filter; provenance per example."""
     stats = CallStats()
     rejections: Counter[str] = Counter()
-    digest = ollama.check_ready()
+    ollama.attach_log(context.log.warning)  # outage messages: the CLI's console and the run's logs in the UI
+    outages_before = ollama.outage_counters()
+    digest = ollama.wait_ready()
 
     rows = list(table.itertuples(index=False))
 
@@ -180,7 +182,8 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
 
     candidates = _candidates(table, key, settings)
     outcomes = walk_until_quota(candidates, quota, generate, ollama.total_slots,
-                                progress_logger(context, f"{key} generation", len(candidates)))
+                                progress_logger(context, f"{key} generation", len(candidates)),
+                                on_interrupt=ollama.stop_waiting)
     check_failure_share("generated_examples", key, stats, len(outcomes), settings.max_failure_share)
     rows = [o.value for o in outcomes.values() if o.accepted]
     if outcomes and not rows and rejections:
@@ -192,6 +195,7 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
         "rejected_chunks": sum(1 for o in outcomes.values() if not o.accepted),
         **{f"rejected_{reason}": n for reason, n in sorted(rejections.items())},
         **stats.summary("generation"),
+        **ollama.outage_metadata(outages_before),
         "hosts": MetadataValue.json(ollama.host_metadata()),
     }
     return _frame(rows), metadata

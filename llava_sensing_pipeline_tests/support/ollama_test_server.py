@@ -50,6 +50,14 @@ Test hooks (Python API and HTTP control endpoints, which are not counted in the 
   in-flight requests, faults served, pending faults. ``POST /_test/reset`` zeroes the counters and
   clears pending faults.
 - ``POST /_test/script`` with ``{"replies": [...]}`` queues replies (scripted backend only).
+- Outages. ``stop()`` is a crash as clients see it (new connections refused, open ones dropped, nothing in
+  flight answered); ``start()`` again, or ``restart()``, serves on the same port. ``hang()`` makes the server
+  accept connections and read requests but never answer (every API path, health checks included) until
+  ``unhang()`` or ``stop()``, which drop the held requests unanswered; ``POST /_test/hang`` with ``{"on": true}``
+  or ``false`` does the same over HTTP.
+- ``answered``: generate/chat requests whose reply was written in full (in ``/_test/stats``), and
+  ``answered_requests()``: how many times each distinct request body was answered (a Counter keyed by the
+  body's sha256), to tell a paid-for request from one that was lost, and to find one answered twice.
 
 CLI::
 
@@ -474,6 +482,7 @@ class _Stats:
             self.requests_by_path: Counter[str] = Counter()
             self.models: Counter[str] = Counter()
             self.faults_served: Counter[str] = Counter()
+            self.answered: Counter[str] = Counter()
             self.max_in_flight = self.in_flight
 
     def begin(self, path: str) -> None:
@@ -505,7 +514,12 @@ class _Stats:
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
                 "faults_served": dict(sorted(self.faults_served.items())),
+                "answered": sum(self.answered.values()),
             }
+
+    def answered_requests(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.answered)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -563,6 +577,7 @@ class _Handler(BaseHTTPRequestHandler):
         "/_test/reset": {"POST": "test_reset"},
         "/_test/faults": {"GET": "test_faults", "POST": "test_faults"},
         "/_test/script": {"POST": "test_script"},
+        "/_test/hang": {"POST": "test_hang"},
     }
 
     def do_GET(self) -> None:
@@ -587,6 +602,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             try:
                 self.raw_body = self._read_body()
+                if counted and app._held_while_hung():
+                    raise GenerationCancelled()
                 self.fault = app._admit(path, self.raw_body) if counted else None
                 if self.fault is None or app._apply_fault(self, path, self.fault):
                     self._route(app, path)
@@ -704,6 +721,7 @@ class OllamaTestServer:
         self._faults: list[FaultSpec] = []
         self._faults_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._unhung: threading.Event | None = None  # set while hung: the event that ends the hang
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._digest = ""
@@ -739,6 +757,7 @@ class OllamaTestServer:
             ) from exc
         self.port = self._httpd.server_address[1]
         self._stopping.clear()
+        self._unhung = None
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
             name=f"ollama-test-server-{self.port}", daemon=True,
@@ -767,6 +786,36 @@ class OllamaTestServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def restart(self) -> OllamaTestServer:
+        """``stop()`` then ``start()`` on the same port (what a client sees of a server that crashed and came back;
+        the counters are kept)."""
+        self.stop()
+        return self.start()
+
+    def hang(self) -> None:
+        """Accept connections and read requests, but answer none (every API path) until ``unhang()`` or ``stop()``."""
+        if self._unhung is None:
+            self._unhung = threading.Event()
+
+    def unhang(self) -> None:
+        """Answer again; the requests held while hung are dropped unanswered (as when a hung server recovers)."""
+        unhung, self._unhung = self._unhung, None
+        if unhung is not None:
+            unhung.set()
+
+    @property
+    def hung(self) -> bool:
+        return self._unhung is not None
+
+    def _held_while_hung(self) -> bool:
+        """Holds a request while the server is hung; True when it was held (the caller drops it)."""
+        unhung = self._unhung
+        if unhung is None:
+            return False
+        while not unhung.wait(0.05) and not self._stopping.is_set():
+            pass
+        return True
+
     @property
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:43123`` (for ``ollama.Client(host=...)``)."""
@@ -789,6 +838,10 @@ class OllamaTestServer:
     def stats(self) -> dict[str, Any]:
         """Counters (see the module docstring) plus ``pending_faults``."""
         return {**self._stats.snapshot(), "pending_faults": self.pending_faults()}
+
+    def answered_requests(self) -> Counter[str]:
+        """sha256 of each generate/chat request body answered in full -> how many times it was answered."""
+        return self._stats.answered_requests()
 
     def reset(self) -> None:
         """Zero the counters and clear pending faults."""
@@ -963,6 +1016,13 @@ class OllamaTestServer:
                 raise RequestError(400, str(exc)) from exc
         handler.send_json(200, {"pending": self.pending_faults()})
 
+    def _handle_test_hang(self, handler: _Handler, path: str) -> None:
+        on = handler.read_json().get("on")
+        if not isinstance(on, bool):
+            raise RequestError(400, 'expected {"on": true} or {"on": false}')
+        self.hang() if on else self.unhang()
+        handler.send_json(200, {"hung": self.hung})
+
     def _handle_test_script(self, handler: _Handler, path: str) -> None:
         replies = handler.read_json().get("replies")
         if not isinstance(replies, list) or not all(isinstance(reply, str) for reply in replies):
@@ -988,7 +1048,9 @@ class OllamaTestServer:
             generate = partial(emit_text, DEFAULT_GARBAGE_CONTENT if fault.content is None else fault.content)
         else:
             generate = self._backend.generate
-        _GenerationReply(self, handler, request, started, stream=body.get("stream", True) is not False).run(generate)
+        reply = _GenerationReply(self, handler, request, started, stream=body.get("stream", True) is not False)
+        if reply.run(generate):
+            self._stats.count("answered", hashlib.sha256(handler.raw_body).hexdigest())
 
 
 class _GenerationReply:
@@ -1029,7 +1091,8 @@ class _GenerationReply:
             return False
         return True
 
-    def run(self, generate: Callable[[GenerationRequest, OnPiece], GenerationResult]) -> None:
+    def run(self, generate: Callable[[GenerationRequest, OnPiece], GenerationResult]) -> bool:
+        """Writes the reply; True when it was written in full (an answer), False for an error line."""
         if is_load_request(self.request):
             final = {**self.envelope("", done=True), "done_reason": "load"}
         else:
@@ -1040,7 +1103,7 @@ class _GenerationReply:
                     raise
                 self.handler.write_line({"error": exc.message})
                 self.handler.end_stream()
-                return
+                return False
             final = {
                 **self.envelope("" if self.stream else "".join(self.pieces), done=True),
                 "done_reason": result.done_reason,
@@ -1053,11 +1116,12 @@ class _GenerationReply:
             }
         if not self.stream:
             self.handler.send_json(200, final)
-            return
+            return True
         if not self.streaming:
             self.handler.start_stream()
         self.handler.write_line(final)
         self.handler.end_stream()
+        return True
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
