@@ -28,6 +28,13 @@ def ensure_dagster_home() -> Path:
     return home
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def _run_options() -> argparse.ArgumentParser:
     """The options ``generate`` and ``backfill`` share (the earlier scripts' flags, kebab-case)."""
     opts = argparse.ArgumentParser(add_help=False)
@@ -489,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     # Dagster marks backfill policies and partitioned checks as beta or preview; nothing for the user to act on.
     warnings.filterwarnings("ignore", message=r".*(beta|preview)", category=Warning)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # for the resume command in the summary
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -505,7 +513,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("generate", "backfill"):
-        args.argv = argv
         problem = validate_args(args)
         if problem:
             print(f"error: {problem}\nNothing was written.", file=sys.stderr)

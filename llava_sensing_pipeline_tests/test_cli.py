@@ -207,7 +207,12 @@ def test_a_windows_1252_novel_keeps_its_quotes_and_records_its_encoding(tmp_path
     data = json.loads((tmp_path / "out" / "simple_dataset.json").read_text(encoding="utf-8"))
     targets = [e["target_paragraph"] for e in data]
     assert not [t for t in targets if re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", t)]
-    assert any("\u201cThe room faced north,\u201d she said, \u2018and so\u2019 it never" in t for t in targets)
+    import pandas as pd
+
+    chunks = pd.read_parquet(tmp_path / "storage" / "text_chunks" / "Modernist_Novel" /
+                             "A902_A_Room_Facing_North.parquet")["text"].tolist()
+    assert not [t for t in chunks if re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", t)]
+    assert any("\u201cThe room faced north,\u201d she said, \u2018and so\u2019 it never" in t for t in chunks)
     with DagsterInstance.get() as instance:
         key = "Modernist_Novel/A902_A_Room_Facing_North"
         [record] = latest_materializations(instance, AssetKey("novel_files"), [key]).values()
