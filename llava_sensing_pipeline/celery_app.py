@@ -16,6 +16,7 @@ from dagster_celery.executor import CeleryExecutor
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_task
 
+from . import definitions  # noqa: F401  (imported once here, the pool processes forked from this one have it)
 from .executors import celery_config
 from .settings import effective_env
 

@@ -114,6 +114,9 @@ def job_env(env: dict[str, str] | None = None) -> str:
         if "://" not in location:
             location = os.path.abspath(location)
         values[name] = location
+    # Not a variable: the per-file quotas as the files now selected give them. A worker keeps the last job it built
+    # (Dagster caches it by these arguments), so a corpus that changed the quotas must change the arguments too.
+    values["_quotas"] = quota_version(settings_from_env(env))
     return json.dumps(values, sort_keys=True)
 
 
@@ -122,7 +125,7 @@ def job_from_env(name: str, env_json: str | None = None):
     with the variables of ``env_json`` (from :func:`job_env` in the process that launched the run) over it."""
     env = effective_env()
     if env_json:
-        env.update(json.loads(env_json))
+        env.update({k: v for k, v in json.loads(env_json).items() if not k.startswith("_")})
     return build_definitions(env).resolve_job_def(name)
 
 

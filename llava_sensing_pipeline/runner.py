@@ -78,6 +78,16 @@ def _reconstructable(job_name: str):
                                      reconstructable_args=(job_name, job_env()))
 
 
+def _run_processes(count: int) -> ProcessPoolExecutor:
+    """``count`` processes to launch runs from. Forked when the platform can (at once, from this thread, before any
+    other is started: a fork copies the imports and costs milliseconds, where a spawned process imports Dagster and
+    the pipeline again, seconds each), else spawned."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context(method))
+    pool.submit(int).result()  # with fork, every process of the pool starts here
+    return pool
+
+
 def _execute_run(job_name: str, run_config: dict, tags: dict[str, str], assets: list | None,
                  instance: DagsterInstance | None = None) -> tuple[str, bool]:
     """Executes one run of ``job_name``; returns its id and whether it succeeded. Without ``instance`` (in a process
@@ -180,7 +190,7 @@ class Runner:
                 self._materialize(batch, report)
                 finished(batch)
         else:
-            self._processes = ProcessPoolExecutor(self.concurrency, mp_context=multiprocessing.get_context("spawn"))
+            self._processes = _run_processes(self.concurrency)
             try:
                 with ThreadPoolExecutor(self.concurrency, thread_name_prefix="llava-run") as threads:
                     runs = {threads.submit(self._materialize, batch, report): batch for batch in batches}

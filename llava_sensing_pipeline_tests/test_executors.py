@@ -78,6 +78,7 @@ def test_job_env_carries_the_settings_to_workers(monkeypatch, tmp_path):
     assert env["LLAVA_SENSING_SEED"] == "7" and env["OLLAMA_HOSTS"] == "http://gpu:11434" and "UNRELATED" not in env
     assert env["LLAVA_SENSING_STORAGE_DIR"] == str(tmp_path / "rel" / "storage")  # absolute: same for every worker
     assert env["LLAVA_SENSING_LLM_CACHE"] == str(tmp_path / "data" / "cache" / "llm_responses.sqlite")
+    assert env["_quotas"] == "default"  # with --num-examples, a hash of the quotas of the files now selected
 
     def sensor_version(job):  # depends on the seed
         return job.asset_layer.asset_graph.get(AssetKey("sensor_records")).code_version
