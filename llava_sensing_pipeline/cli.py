@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_DAGSTER_HOME = "data/dagster_home"
@@ -167,8 +168,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     home = ensure_dagster_home()
     env = run_env(args, settings)
-    os.environ.update(env)
     record_env({**env, "LLAVA_SENSING_STORAGE_DIR": str(storage_dir())}, str(home))
+    with scoped_env(env):  # what the definitions (and any worker process) are built from, for this command only
+        return _generate(args, settings, home)
+
+
+def _generate(args: argparse.Namespace, settings, home: Path) -> int:
     from dagster import DagsterInstance
 
     from .definitions import build_definitions, ollama_from_env
@@ -206,9 +211,37 @@ def cmd_generate(args: argparse.Namespace) -> int:
             targets = backfill_targets(args, files, instance)
             if not targets:
                 print("backfill: nothing to do (no partition matches)")
-        runner = Runner(build_definitions(), instance, settings, batch_size=batch, verbose=args.verbose)
+        log_path = new_log_path(home)
+        runner = Runner(build_definitions(), instance, settings, batch_size=batch, log_path=str(log_path),
+                        verbose=args.verbose)
         report = runner.run(files, force=getattr(args, "force", False), only=targets)
-    return print_summary(report, settings)
+    status = print_summary(report, settings)
+    print(f"log:     {log_path} (Dagster's full output; the runs are also in the UI)")
+    return status
+
+
+def new_log_path(home: Path) -> Path:
+    """``$DAGSTER_HOME/logs/llava-sensing-<UTC time>.log`` for this command's Dagster output."""
+    import time
+
+    folder = home / "logs"
+    folder.mkdir(exist_ok=True)
+    return folder / time.strftime("llava-sensing-%Y%m%d-%H%M%S.log", time.gmtime())
+
+
+@contextmanager
+def scoped_env(env: dict[str, str]):
+    """``os.environ`` updated with ``env`` inside the block, as it was after it."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def storage_dir() -> str:
@@ -349,6 +382,21 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     # Dagster marks backfill policies and partitioned checks as beta or preview; nothing for the user to act on.
     warnings.filterwarnings("ignore", message=r".*(beta|preview)", category=Warning)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: what finished is recorded; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception:  # an internal bug: one trace, and where to report it
+        import traceback
+
+        traceback.print_exc()
+        print("\ninternal error in llava-sensing (not a problem with your files or flags): please report it with "
+              "the trace above and the command you ran", file=sys.stderr)
+        return 3
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("generate", "backfill"):
         problem = validate_args(args)
         if problem:

@@ -26,6 +26,7 @@ from .io_managers import PartitionedParquetIOManager
 from .jobs import export_job, per_file_job
 from .ollama_resource import DEFAULT_MODEL, OllamaResource
 from .partitions import discover_novels
+from .progress import LOGGERS
 from .schedules import build_refresh_schedule
 from .sensors import export_automation_sensor, isolate_failed_partitions, novel_file_sensor
 from .settings import PipelineSettings, effective_env, settings_from_env
@@ -73,11 +74,15 @@ def versioned(assets: list[AssetsDefinition], versions: dict[str, str]) -> list[
             for a in assets]
 
 
-def build_definitions(env: dict[str, str] | None = None) -> Definitions:
+def build_definitions(env: dict[str, str] | None = None, *, settings: PipelineSettings | None = None,
+                      storage_dir: str | None = None, ollama: OllamaResource | None = None) -> Definitions:
+    """The definitions from ``env`` (default: the process environment over what the CLI recorded in
+    ``$DAGSTER_HOME``); ``settings``, ``storage_dir`` and ``ollama``, when given, take the place of what the
+    variables say (for programs and tests that build them directly)."""
     env = effective_env(env)
-    settings = settings_from_env(env)
-    ollama = ollama_from_env(env)
-    storage_dir = env.get("LLAVA_SENSING_STORAGE_DIR") or DEFAULT_STORAGE_DIR
+    settings = settings or settings_from_env(env)
+    ollama = ollama or ollama_from_env(env)
+    storage_dir = storage_dir or env.get("LLAVA_SENSING_STORAGE_DIR") or DEFAULT_STORAGE_DIR
     versions = code_versions({**settings.model_dump(), "model": ollama.model, "quotas": quota_version(settings)})
     return Definitions(
         assets=[novel_sources, *versioned(ALL_ASSETS, versions)],
@@ -91,6 +96,7 @@ def build_definitions(env: dict[str, str] | None = None) -> Definitions:
             "parquet_io_manager": PartitionedParquetIOManager(base_dir=storage_dir),
         },
         executor=executor_from_env(env),
+        loggers=LOGGERS,
     )
 
 

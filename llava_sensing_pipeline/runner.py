@@ -43,10 +43,9 @@ from .planning import (
     run_failure_message,
     sync_sources,
 )
+from .progress import cli_run_config
 from .settings import PipelineSettings
 
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-VERBOSE_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 LAUNCHED_BY = {"llava_sensing/launched_by": "cli"}
 
 
@@ -104,7 +103,8 @@ class Runner:
     """Runs the per-file job and the export for one CLI invocation."""
 
     def __init__(self, defs: Definitions, instance: DagsterInstance, settings: PipelineSettings, batch_size: int,
-                 verbose: bool = False, echo: Callable[[str], None] = print, concurrency: int | None = None):
+                 log_path: str, verbose: bool = False, echo: Callable[[str], None] = print,
+                 concurrency: int | None = None):
         self.asset_graph = defs.resolve_asset_graph()
         self.concurrency = max(1, concurrency or int(os.environ.get("LLAVA_SENSING_CONCURRENT_RUNS") or 1))
         self._lock = threading.Lock()  # guards the report when runs go on at once
@@ -112,7 +112,7 @@ class Runner:
         self.instance = instance
         self.settings = settings
         self.batch_size = max(1, batch_size)
-        self.run_config = VERBOSE_LOGS if verbose else QUIET_LOGS
+        self.run_config = cli_run_config(log_path, verbose)
         self.echo = echo
 
     def _execute(self, job_name: str, tags: dict[str, str], assets: list | None = None) -> tuple[str, bool]:

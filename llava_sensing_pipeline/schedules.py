@@ -56,8 +56,7 @@ def build_refresh_schedule(env: Mapping[str, str] | None = None):
             return SkipReason(f"all {len(order)} partition(s) up to date or in progress")
         context.log.info(f"requesting {len(targets)} of {len(order)} partition(s): "
                          + ", ".join(f"{k} ({why})" for k, why in targets.items()))
-        tick = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
-        return [range_request(batch, run_key=f"{tick}:{batch[0]}")
+        return [range_request(batch)  # no run key: each tick retries what failed
                 for batch in contiguous_ranges(order, set(targets), PARTITIONS_PER_RUN)]
 
     return refresh_missing_and_failed

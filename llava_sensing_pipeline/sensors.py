@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 from dagster import (
     AssetSelection,
@@ -48,6 +49,9 @@ from .planning import (
 )
 from .settings import PipelineSettings
 
+# How often the sensors look (seconds); ``LLAVA_SENSING_SENSOR_INTERVAL`` changes it (the tests use a few seconds).
+INTERVAL_S = int(os.environ.get("LLAVA_SENSING_SENSOR_INTERVAL") or 30)
+
 
 
 def range_request(keys: list[str], run_key: str | None = None, tags: dict[str, str] | None = None) -> RunRequest:
@@ -57,7 +61,7 @@ def range_request(keys: list[str], run_key: str | None = None, tags: dict[str, s
     return RunRequest(run_key=run_key, tags={**(tags or {}), RANGE_START: keys[0], RANGE_END: keys[-1]})
 
 
-@sensor(job=per_file_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
+@sensor(job=per_file_job, minimum_interval_seconds=INTERVAL_S, default_status=DefaultSensorStatus.RUNNING)
 def novel_file_sensor(context: SensorEvaluationContext, settings: PipelineSettings):
     """Registers and observes the files of the input folder and requests runs for what is missing or stale."""
     instance = context.instance
@@ -90,13 +94,13 @@ export_automation_sensor = AutomationConditionSensorDefinition(
     "export_automation",
     target=AssetSelection.assets(chunked_json_exports),
     default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=INTERVAL_S,
     description="Materializes chunked_json_exports once the examples changed and none is being materialized.",
 )
 
 
 @run_failure_sensor(request_job=per_file_job, default_status=DefaultSensorStatus.RUNNING,
-                    monitor_all_code_locations=False, minimum_interval_seconds=15)
+                    monitor_all_code_locations=False, minimum_interval_seconds=INTERVAL_S)
 def isolate_failed_partitions(context: RunFailureSensorContext):
     """A failed range run of the per-file assets: each failed partition alone, the rest in ranges."""
     run = context.dagster_run

@@ -315,7 +315,8 @@ def project(tmp_path):
         (corpus / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "Novel" / rel, corpus / rel)
     settings = PipelineSettings(input_dir=str(corpus), output_dir=str(tmp_path / "out"), num_examples=10)
-    defs = build_definitions(settings, str(tmp_path / "storage"), OllamaResource(cache_path=str(tmp_path / "c.sqlite")))
+    defs = build_definitions(settings=settings, storage_dir=str(tmp_path / "storage"),
+                             ollama=OllamaResource(cache_path=str(tmp_path / "c.sqlite")))
     instance = DagsterInstance.ephemeral()
     keys = [f.key for f in discover_novels(corpus)]
     instance.add_dynamic_partitions(PARTITIONS_NAME, keys)

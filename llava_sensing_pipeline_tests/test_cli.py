@@ -75,11 +75,19 @@ def test_rerun_is_incremental_and_byte_identical(workspace, capsys):
     assert again[Path("simple_dataset.json")] == first[Path("simple_dataset.json")]
     assert {k for k in again} == {k for k in first}
     capsys.readouterr()
-    # a new file costs exactly one partition
+    # a new file changes every file's share of --num-examples: its whole chain, and the others' example selection
     src = next((workspace / "Novel" / "Travel_Novel").glob("*.txt"))
     shutil.copy(src, src.with_name("B999_Copy.txt"))
     assert generate(workspace, "--num-examples", "20") == 0
-    assert "1 materialized" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 × novel_files missing" in out and "6 × generated_examples has a new code version" in out
+    # with the default quota (100 per file) a new file costs exactly one partition
+    assert generate(workspace) == 0
+    capsys.readouterr()
+    shutil.copy(src, src.with_name("B998_Copy.txt"))
+    assert generate(workspace) == 0
+    out = capsys.readouterr().out
+    assert "to materialize: 1 of 8 file(s): 1 × novel_files missing" in out and "1 materialized" in out
     # a changed seed makes every partition stale
     assert generate(workspace, "--num-examples", "20", "--seed", "7") == 0
     out = capsys.readouterr().out
@@ -99,11 +107,16 @@ def test_bad_files_fail_their_own_partition(workspace, capsys):
     assert "empty" in failed["Modernist_Novel/A998_Empty.txt"].lower()
     assert "binary" in failed["Travel_Novel/B998_Binary.txt"].lower()
     assert index["total_examples"] > 0  # the good files were still exported
-    # removing the bad files: their partitions are deleted and the run is clean again
+    # removing the bad files: the run is clean again; their partitions stay until pruned
     (workspace / "Novel" / "Modernist_Novel" / "A998_Empty.txt").unlink()
     (workspace / "Novel" / "Travel_Novel" / "B998_Binary.txt").unlink()
     assert generate(workspace, "--num-examples", "12") == 0
-    assert "removed: Modernist_Novel/A998_Empty" in capsys.readouterr().out
+    index = json.loads((workspace / "out" / "chunks" / "chunks_index.json").read_text())
+    assert index["failed_files"] == [] and len(index["files"]) == 6
+    capsys.readouterr()
+    assert main(["prune", "--input-dir", str(workspace / "Novel")]) == 0
+    out = capsys.readouterr().out
+    assert "deleted partition Modernist_Novel/A998_Empty" in out and "2 partition(s) deleted, 6 kept" in out
 
 
 def test_smaller_rerun_leaves_no_stale_chunk_files(workspace):

@@ -2,6 +2,7 @@
 
 import pandas as pd
 from dagster import (
+    AssetKey,
     Backoff,
     DagsterEventType,
     DagsterInstance,
@@ -35,7 +36,14 @@ def test_the_workspace_code_location_loads():
         "chunked_json_exports"}
     assert [s.name for s in repo.schedule_defs] == [REFRESH_SCHEDULE]
     assert {s.name: s.default_status for s in repo.sensor_defs} == {
-        "novel_file_sensor": DefaultSensorStatus.RUNNING, "export_after_per_file_runs": DefaultSensorStatus.RUNNING}
+        "novel_file_sensor": DefaultSensorStatus.RUNNING, "export_automation": DefaultSensorStatus.RUNNING,
+        "isolate_failed_partitions": DefaultSensorStatus.RUNNING}
+    graph = repo.asset_graph
+    assert {k.to_user_string() for k in graph.external_asset_keys} == {"novel_sources"}
+    assert graph.get(AssetKey("chunked_json_exports")).automation_condition is not None
+    assert all(graph.get(AssetKey(name)).backfill_policy.max_partitions_per_run == 50 for name in (
+        "novel_files", "text_chunks", "environment_features", "sensor_records", "style_labels", "generated_examples"))
+    assert all(graph.get(key).code_version for key in graph.materializable_asset_keys)
 
 
 def test_checks_are_attached_and_blocking_where_bad_data_would_spread():
@@ -65,7 +73,8 @@ def test_a_step_that_fails_once_is_retried_and_the_run_succeeds(tmp_path, monkey
     corpus.mkdir(parents=True)
     (corpus / "B1_Short.txt").write_text("The rain fell on the quay all night while we waited for the boat. " * 20)
     settings = PipelineSettings(input_dir=str(tmp_path / "Novel"), output_dir=str(tmp_path / "out"))
-    local = build_definitions(settings, str(tmp_path / "storage"), OllamaResource(cache_path=str(tmp_path / "c.db")))
+    local = build_definitions(settings=settings, storage_dir=str(tmp_path / "storage"),
+                             ollama=OllamaResource(cache_path=str(tmp_path / "c.db")))
     calls = []
     real = environment_asset.rule_features
 

@@ -115,9 +115,7 @@ def _full_record(stem, genre, i, text):
 
 
 def test_export_asset_dedups_splits_and_writes_the_card(tmp_path):
-    from dagster import build_asset_context
-
-    from llava_sensing_pipeline.assets.export import ExportConfig, chunked_json_exports
+    from llava_sensing_pipeline.assets.export import export_dataset
     from llava_sensing_pipeline.settings import PipelineSettings
 
     keys, frames = [], {}
@@ -135,9 +133,10 @@ def test_export_asset_dedups_splits_and_writes_the_card(tmp_path):
                 json.dumps(_full_record(stem, genre, i, t)) for i, t in enumerate(texts)]})
     settings = PipelineSettings(input_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "out"), num_examples=30,
                                 export_chunk_size=7, split_ratios=[4, 1, 1])
-    context = build_asset_context()
-    chunked_json_exports(context=context, config=ExportConfig(partition_keys=keys), settings=settings,
-                         generated_examples=frames)
+    import logging
+
+    _, metadata = export_dataset(logging.getLogger("test"), settings, keys, frames, failures={}, notes={},
+                                 code_versions={"chunked_json_exports": "abc"})
     out = tmp_path / "out"
     data = _read(out / "simple_dataset.json")
     index = _read(out / "chunks" / INDEX_NAME)
@@ -157,7 +156,6 @@ def test_export_asset_dedups_splits_and_writes_the_card(tmp_path):
     assert index["split_ratios"] == {"train": 0.666667, "validation": 0.166667, "test": 0.166667}
     assert (out / "README.md").is_file() and (out / "card" / "wind_rose.png").is_file()
     assert "Travel_Novel/B2_Book.txt" in (out / "README.md").read_text(encoding="utf-8")
-    metadata = context.get_output_metadata("result")
     assert metadata["duplicates_removed"] == 1 and metadata["exact_duplicates_removed"] == 1
     assert metadata["split_novels"].data == {"train": 4, "validation": 1, "test": 1}
 

@@ -224,3 +224,18 @@ def test_every_generation_rejected_writes_no_dataset(workspace, scripted_ollama,
     captured = capsys.readouterr()
     assert "no examples to export" in captured.err
     assert not (workspace / "out" / "llm_dataset.json").exists()
+
+
+def test_a_model_whose_every_paragraph_is_rejected_says_why_and_what_to_relax(workspace, scripted_ollama, capsys):
+    def terse(request):
+        if request.format:
+            return faithful_script(request)
+        return "I walk on."  # far below --min-words
+
+    scripted_ollama.set_script(terse)
+    status = run(workspace, scripted_ollama, "llm", "--num-examples", "2", "--max-files", "1")
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "every generated paragraph was rejected by the quality filter" in err
+    assert "too_short" in err and "--min-words" in err
+    assert "Traceback" not in err and "Stack Trace" not in err

@@ -40,6 +40,7 @@ from ..io_managers import PartitionTables
 from ..ollama_resource import OllamaUnavailable
 from ..partitions import latest_materializations
 from ..planning import FAILED_PARTITIONS
+from ..progress import report_progress
 from ..text import NovelReadError
 
 # Failures a step retry cannot fix: a file that cannot be read, an LLM server or model that is not there.
@@ -67,18 +68,16 @@ def for_each_partition(
         try:
             frame, metadata = fn(key, *(pick(v, key) for v in inputs))
         except Exception as exc:  # reported per partition below; the step still fails
-            failures[key] = f"{type(exc).__name__}: {exc}"
-            permanent = permanent and isinstance(exc, PERMANENT_ERRORS)
+            failures[key] = str(exc) if isinstance(exc, Failure) else f"{type(exc).__name__}: {exc}"
+            permanent = permanent and (isinstance(exc, PERMANENT_ERRORS)
+                                       or isinstance(exc, Failure) and not exc.allow_retries)
             context.log.error(f"{step} [{i}/{len(keys)}] {key}: {failures[key]}")
             continue
         results[key] = frame
         context.add_asset_metadata({**metadata, "rows": len(frame),
                                     "wall_time_s": round(time.monotonic() - t0, 3),
                                     "peak_rss_mib": peak_rss_mib()}, partition_key=key)
-        if len(keys) > 1 and (i % 25 == 0 or i == len(keys)):
-            elapsed = time.monotonic() - started
-            eta = elapsed / i * (len(keys) - i)
-            context.log.info(f"{step}: partition {i} of {len(keys)} done, {elapsed:.1f} s elapsed, ETA {eta:.1f} s")
+        report_progress(context, step, i, len(keys), started)
     if failures:
         raise Failure(
             description=f"{step} failed for {len(failures)} of {len(keys)} partition(s): "
@@ -145,16 +144,12 @@ def peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def progress_logger(context, what: str, total: int, every: int = 10) -> Callable[[int, int], None]:
-    """A callback for long per-chunk loops: logs "chunk j of m" with the accepted count and an ETA."""
+def progress_logger(context, what: str, total: int) -> Callable[[int, int], None]:
+    """A callback for long per-chunk loops (the LLM steps): progress with the accepted count and an ETA."""
     started = time.monotonic()
 
     def log(done: int, accepted: int) -> None:
-        if done % every == 0 or done == total:
-            elapsed = time.monotonic() - started
-            eta = elapsed / done * (total - done) if done else 0.0
-            context.log.info(f"{what}: chunk {done} of at most {total}, {accepted} accepted, "
-                             f"{elapsed:.1f} s elapsed, ETA at most {eta:.1f} s")
+        report_progress(context, what, done, total, started, "chunks at most", f" ({accepted} accepted)")
 
     return log
 

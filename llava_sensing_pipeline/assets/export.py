@@ -80,18 +80,33 @@ def chunked_json_exports(
     context: AssetExecutionContext, settings: PipelineSettings, generated_examples
 ) -> pd.DataFrame:
     """``<output>/<mode>_dataset.json``, ``chunks/novel_dataset_chunk_NNN.json``, ``chunks/chunks_index.json``,
-    Parquet, ``splits/{train,validation,test}.json`` and the dataset card ``README.md`` with ``card/*.png``."""
+    Parquet, ``splits/{train,validation,test}.json`` and the dataset card ``README.md`` with ``card/*.png``.
+
+    Covers the files now selected in the input folder; a file whose per-file assets are not all materialized
+    (failed, or never run) is listed under ``failed_files`` with the error Dagster recorded."""
     keys = [f.key for f in discover_novels(settings.input_dir, settings.max_files)]
     registered = set(registered_keys(context.instance))
     states = partition_states(context.instance, [k for k in keys if k in registered])
     not_ready = sorted(k for k in keys if states.get(k, "missing") != "materialized" or k not in generated_examples)
-    reasons = failure_reasons(context.instance, not_ready)
-    generated_examples = generated_examples.without(not_ready)
+    failures = {k: failure_reasons(context.instance, not_ready).get(k, NOT_MATERIALIZED) for k in not_ready}
+    notes = usable_notes(context.instance, [k for k in keys if k not in failures])
+    table, metadata = export_dataset(context.log, settings, keys, generated_examples.without(not_ready), failures,
+                                     notes, _code_versions(context))
+    context.add_output_metadata(metadata)
+    return table
+
+
+def export_dataset(log, settings: PipelineSettings, keys: list[str], generated_examples, failures: dict[str, str],
+                   notes: dict[str, str], code_versions: dict[str, str]) -> tuple[pd.DataFrame, dict]:
+    """Writes the export of ``keys`` from their examples (``failures``: partition -> reason, for those without);
+    returns the per-file table and the export's figures (its materialization metadata). ``log`` gets a warning
+    per file not exported."""
+    not_ready = sorted(failures)
     quotas = allocate_quotas(keys, settings.num_examples)
     source_paths = {k: relative_path_for(k).as_posix() for k in keys}
     dedup = Deduplicator(settings.near_duplicate_threshold, seed=settings.seed)
     records, reports = select_examples(generated_examples, quotas, source_paths, dedup)
-    failed = [{"partition_key": k, "source_path": source_paths[k], "reason": reasons.get(k, NOT_MATERIALIZED)}
+    failed = [{"partition_key": k, "source_path": source_paths[k], "reason": failures[k]}
               for k in not_ready]
     if not records:
         raise Failure(
@@ -100,7 +115,6 @@ def chunked_json_exports(
             "or relax --min-alignment / --confidence-threshold; in simple mode, lower --min-confidence.")
     ordered = order_examples(records, settings.seed)
     plan = plan_splits(ordered, settings.split_ratios, settings.seed)
-    notes = usable_notes(context.instance, [r.partition_key for r in reports if r.shortfall])
     files = [{"partition_key": r.partition_key, "source_path": r.source_path, "quota": r.quota,
               "candidates": r.candidates, "exported": r.exported, "shortfall": r.shortfall,
               "duplicates_removed": r.duplicates,
@@ -120,14 +134,14 @@ def chunked_json_exports(
     index = json.loads(result.index_path.read_text(encoding="utf-8"))
     card = write_dataset_card(settings.output_dir, ordered, index,
                               corpus_manifest(settings.input_dir, [r.source_path for r in reports]),
-                              _code_versions(context), input_licence_note(settings.input_dir))
+                              code_versions, input_licence_note(settings.input_dir))
     for f in failed:
-        context.log.warning(f"not exported: {f['source_path']} ({f['reason']})")
+        log.warning(f"not exported: {f['source_path']} ({f['reason']})")
     for warning in warnings:
-        context.log.warning(warning)
+        log.warning(warning)
     for warning in plan.warnings:
-        context.log.warning(f"splits: {warning}")
-    context.add_output_metadata({
+        log.warning(f"splits: {warning}")
+    metadata = {
         EXPORTED_PARTITIONS: MetadataValue.json(sorted(keys)),
         FAILED_PARTITIONS: MetadataValue.json(not_ready),
         "examples": len(ordered),
@@ -150,8 +164,8 @@ def chunked_json_exports(
         "weather_distribution": MetadataValue.json(_distribution(ordered, ["sensor_data", "context", "weather"])),
         "scenario_distribution": MetadataValue.json(_distribution(ordered, ["sensor_data", "context", "scenario"])),
         "movement_distribution": MetadataValue.json(_distribution(ordered, ["sensor_data", "movement"])),
-    })
+    }
     return pd.DataFrame(files + [{"partition_key": f["partition_key"], "source_path": f["source_path"], "quota":
                                   quotas[f["partition_key"]], "candidates": 0, "exported": 0,
                                   "shortfall": quotas[f["partition_key"]]} for f in failed],
-                        columns=["partition_key", "source_path", "quota", "candidates", "exported", "shortfall"])
+                        columns=["partition_key", "source_path", "quota", "candidates", "exported", "shortfall"]), metadata

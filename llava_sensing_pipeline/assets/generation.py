@@ -11,7 +11,7 @@ import json
 from collections import Counter
 
 import pandas as pd
-from dagster import AssetExecutionContext, Backoff, Jitter, MetadataValue, Output, RetryPolicy, asset
+from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, Output, RetryPolicy, asset
 
 from ..checks import EXAMPLES_MATCH_SOURCES, example_problems
 from ..environment import ENV_FIELDS
@@ -175,6 +175,10 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
                                 progress_logger(context, f"{key} generation", len(candidates)))
     check_failure_share("generated_examples", key, stats, len(outcomes), settings.max_failure_share)
     rows = [o.value for o in outcomes.values() if o.accepted]
+    if outcomes and not rows and rejections:
+        raise Failure(all_rejected_message(len(outcomes), settings.generation_attempts, rejections),
+                      metadata={f"rejected_{reason}": n for reason, n in sorted(rejections.items())},
+                      allow_retries=False)
     metadata = {
         "chunks_tried": len(outcomes),
         "rejected_chunks": sum(1 for o in outcomes.values() if not o.accepted),
@@ -183,6 +187,20 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
         "hosts": MetadataValue.json(ollama.host_metadata()),
     }
     return _frame(rows), metadata
+
+
+# The flag that relaxes each quality-filter rejection (the others are about the model's prose itself).
+RELAXED_BY = {"too_short": "--min-words", "too_long": "--max-words", "low_alignment": "--min-alignment"}
+
+
+def all_rejected_message(chunks: int, attempts: int, rejections: Counter) -> str:
+    """Why a file got no generated paragraph: the top rejection reasons and the flags that relax them."""
+    top = rejections.most_common(3)
+    reasons = ", ".join(f"{reason} ({n})" for reason, n in top)
+    flags = sorted({RELAXED_BY[r] for r, _ in top if r in RELAXED_BY})
+    fix = (f"relax {' / '.join(flags)}" if flags else "") + (" or " if flags else "") + "try a stronger --model"
+    return (f"every generated paragraph was rejected by the quality filter ({chunks} passage(s), up to "
+            f"{attempts} attempt(s) each); top reasons: {reasons}; {fix}")
 
 
 @asset(**PER_FILE, kinds={"pandas", "parquet"},

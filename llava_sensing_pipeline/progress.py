@@ -1,0 +1,93 @@
+"""What the CLI shows while Dagster works: a progress line that moves per file (in place on a terminal, plain lines
+otherwise), and Dagster's full output in a log file instead of the terminal (``--verbose`` shows it too).
+
+The steps report progress with :func:`report_progress` (at most one message a second per step, so a long run does
+not fill the event log); the CLI's runs carry two loggers that read those messages and everything else:
+``progress`` and ``file`` (see :func:`cli_run_config`). Runs launched from the UI keep Dagster's console logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+from dagster import Field, InitLoggerContext, colored_console_logger, logger
+
+PREFIX = "progress: "
+_last: dict[str, float] = {}
+
+
+def report_progress(context, step: str, done: int, total: int, started: float, what: str = "files",
+                    note: str = "") -> None:
+    """Logs ``progress: <step> <done>/<total> <what><note>, <elapsed> s, ETA <eta> s`` if a second passed since the
+    step's last report (and always for the last item)."""
+    now = time.monotonic()
+    if done < total and now - _last.get(step, 0.0) < 1.0:
+        return
+    _last[step] = now
+    elapsed = now - started
+    eta = elapsed / done * (total - done) if done else 0.0
+    context.log.info(f"{PREFIX}{step} {done}/{total} {what}{note}, {elapsed:.0f} s, ETA {eta:.0f} s")
+
+
+def _original(record: logging.LogRecord) -> str:
+    meta = getattr(record, "dagster_meta", None)
+    return meta.get("orig_message", "") if isinstance(meta, dict) else record.getMessage()
+
+
+class _ProgressHandler(logging.Handler):
+    def __init__(self, tty: bool):
+        super().__init__(logging.INFO)
+        self.tty = tty
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = _original(record)
+        if not message.startswith(PREFIX):
+            return
+        line = "  " + message[len(PREFIX):]
+        if self.tty:
+            sys.stderr.write("\r" + line[:119].ljust(119) + "\r")
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+@logger(config_schema={"tty": Field(bool, default_value=False)},
+        description="The CLI's progress line: the steps' progress messages only, to stderr.")
+def progress_logger(init_context: InitLoggerContext) -> logging.Logger:
+    log = logging.getLogger("llava_sensing.progress")
+    log.handlers = [_ProgressHandler(init_context.logger_config["tty"])]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return log
+
+
+@logger(config_schema={"path": Field(str)}, description="Everything Dagster logs in a run, appended to a file.")
+def file_logger(init_context: InitLoggerContext) -> logging.Logger:
+    path = init_context.logger_config["path"]
+    log = logging.getLogger(f"llava_sensing.file.{path}")
+    if not log.handlers:
+        if os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            handler = logging.FileHandler(path, encoding="utf-8")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        else:  # a step on a worker of another machine, where the CLI's folder is not: its events are in the instance
+            handler = logging.NullHandler()
+        log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    return log
+
+
+LOGGERS = {"console": colored_console_logger, "progress": progress_logger, "file": file_logger}
+
+
+def cli_run_config(log_path: str, verbose: bool, tty: bool | None = None) -> dict:
+    """Run config for the CLI's runs: progress to the terminal, everything to ``log_path``, and with ``verbose``
+    Dagster's console logger too."""
+    tty = sys.stderr.isatty() if tty is None else tty
+    loggers = {"progress": {"config": {"tty": tty and not verbose}}, "file": {"config": {"path": log_path}}}
+    if verbose:
+        loggers["console"] = {"config": {"log_level": "INFO"}}
+    return {"loggers": loggers}

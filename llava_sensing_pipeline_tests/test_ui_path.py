@@ -1,0 +1,200 @@
+"""The UI path, end to end: ``dagster dev`` (webserver and daemon) on the CLI's DAGSTER_HOME, driven through the
+webserver's GraphQL API, which is what the UI's buttons call.
+
+1. After a CLI run, ``dagster dev`` launches no run: every partition is up to date for the settings the CLI recorded.
+2. A genre backfill launched as the UI does (``launchPartitionBackfill``) over a genre with a broken file: the broken
+   file fails alone (``isolate_failed_partitions``), the others are materialized, the export follows and lists it.
+3. The file fixed and the backfill re-executed from failure (``reexecutePartitionBackfill``): the export follows
+   again, with no failed file left, and its bytes equal the CLI's export of the same corpus with the same settings.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from llava_sensing_pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+TRAVEL = ["Travel_Novel/B901_Salt_Roads", "Travel_Novel/B902_North by Rail!", "Travel_Novel/B903_The_Lantern_Coast"]
+PER_FILE = ["novel_files", "text_chunks", "environment_features", "sensor_records", "style_labels",
+            "generated_examples"]
+BROKEN = "Travel_Novel/B901_Salt_Roads.txt"
+TIMEOUT_S = 240
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(base: str, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(f"{base}/graphql", data=json.dumps({"query": query, "variables": variables or {}})
+                                     .encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def _wait(what: str, condition, log: Path, timeout: float = TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
+
+
+def _exports(out: Path) -> dict[str, object]:
+    """Every export file's bytes (the index as JSON without its timestamp, which records when it was written)."""
+    files = {}
+    for path in sorted(out.rglob("*")):
+        if path.is_file():
+            rel = path.relative_to(out).as_posix()
+            if rel == "chunks/chunks_index.json":
+                index = json.loads(path.read_text(encoding="utf-8"))
+                index.pop("split_timestamp")
+                index.pop("original_file", None)
+                files[rel] = index
+            else:
+                files[rel] = path.read_bytes().replace(str(out).encode(), b"<out>")
+    return files
+
+
+def _runs(instance) -> list:
+    return list(instance.get_run_records())
+
+
+def _idle(instance) -> bool:
+    busy = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+            DagsterRunStatus.STARTED]
+    return not instance.get_run_records(RunsFilter(statuses=busy))
+
+
+def _latest_export(instance):
+    records = instance.fetch_materializations(AssetKey("chunked_json_exports"), limit=1).records
+    return records[0] if records else None
+
+
+def _ticks(log: Path, sensor: str) -> int:
+    """How many times the daemon has evaluated ``sensor`` (from the dagster dev log)."""
+    text = log.read_text(errors="replace")
+    return text.count(f"Checking for new runs for sensor: {sensor}") + text.count(f"tick for {sensor} in")
+
+
+@pytest.fixture
+def dagster_dev(tmp_path, monkeypatch):
+    corpus = tmp_path / "Novel"
+    shutil.copytree(REPO / "Novel", corpus, ignore=shutil.ignore_patterns("*.md"))
+    home = tmp_path / "home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "storage"))
+    monkeypatch.setenv("LLAVA_SENSING_LLM_CACHE", str(tmp_path / "llm.sqlite"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--input-dir", str(corpus), "--output-dir", str(tmp_path / "out"),
+                 "--num-examples", "12"]) == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLAVA_SENSING_") or k in (
+        "LLAVA_SENSING_STORAGE_DIR", "LLAVA_SENSING_LLM_CACHE")}
+    env.update(DAGSTER_HOME=str(home), LLAVA_SENSING_SENSOR_INTERVAL="3", PYTHONPATH=str(REPO))
+    port = _free_port()
+    log = tmp_path / "dagster_dev.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1",
+             "-p", str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def loaded():
+        if server.poll() is not None:
+            pytest.fail(f"dagster dev exited with {server.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            query = "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"
+            entries = _graphql(base, query)["workspaceOrError"]["locationEntries"]
+            return entries and all(e["loadStatus"] == "LOADED" for e in entries)
+        except OSError:
+            return False
+
+    try:
+        _wait("dagster dev to load the code location", loaded, log, timeout=90)
+        yield base, tmp_path, corpus, log
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_ui_backfill_failure_fix_and_reexecution_keep_the_export_in_step_with_the_cli(dagster_dev):
+    base, tmp_path, corpus, log = dagster_dev
+    with DagsterInstance.get() as instance:
+        cli_runs = len(_runs(instance))
+        cli_export = _latest_export(instance).storage_id
+
+        # 1. the daemon's sensors have looked (several ticks) and launched nothing: the CLI left it all up to date
+        for name in ("novel_file_sensor", "export_automation", "isolate_failed_partitions"):
+            _wait(f"two ticks of {name}", lambda n=name: _ticks(log, n) >= 2, log, timeout=120)
+        assert len(_runs(instance)) == cli_runs, "dagster dev redid the CLI's work"
+        assert _latest_export(instance).storage_id == cli_export
+
+        # 2. a genre backfill over a genre with a broken file, as the UI's "Materialize…" launches it
+        saved = (corpus / BROKEN).read_bytes()
+        (corpus / BROKEN).write_bytes(b"")
+        launch = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+            __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+        params = {"partitionNames": TRAVEL, "assetSelection": [{"path": [a]} for a in PER_FILE],
+                  "title": "Travel_Novel"}
+        result = _graphql(base, launch, {"params": params})["launchPartitionBackfill"]
+        assert result["__typename"] == "LaunchBackfillSuccess", result
+        backfill = result["backfillId"]
+
+        def failed_export():
+            record = _latest_export(instance)
+            if record is None or record.storage_id == cli_export or not _idle(instance):
+                return None
+            failed = record.asset_materialization.metadata["failed_partitions"].value
+            return failed if failed == ["Travel_Novel/B901_Salt_Roads"] else None
+
+        _wait("the export to list the broken file", failed_export, log)
+        index = json.loads((tmp_path / "out" / "chunks" / "chunks_index.json").read_text())
+        assert [f["source_path"] for f in index["failed_files"]] == [BROKEN]
+        exported = {f["partition_key"] for f in index["files"]}
+        assert {"Travel_Novel/B902_North by Rail!", "Travel_Novel/B903_The_Lantern_Coast"} <= exported
+
+        # 3. the file fixed, the backfill re-executed from failure: the export follows with no failed file left
+        (corpus / BROKEN).write_bytes(saved)
+        reexecute = """mutation($params: ReexecutionParams!) { reexecutePartitionBackfill(reexecutionParams: $params) {
+            __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+        result = _graphql(base, reexecute, {"params": {"parentRunId": backfill, "strategy": "FROM_FAILURE"}})
+        assert result["reexecutePartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", result
+
+        def clean_export():
+            record = _latest_export(instance)
+            if not _idle(instance) or record.asset_materialization.metadata["failed_partitions"].value:
+                return None
+            return record
+
+        _wait("the export with no failed file", clean_export, log)
+    ui = _exports(tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "chunks" / "chunks_index.json").read_text())["failed_files"] == []
+
+    # the CLI, on a fresh instance, the same corpus and the same flags, writes the same export
+    os.environ["DAGSTER_HOME"] = str(tmp_path / "cli_home")
+    os.environ["LLAVA_SENSING_STORAGE_DIR"] = str(tmp_path / "cli_storage")
+    shutil.copytree(tmp_path / "out", tmp_path / "ui_out")
+    assert main(["generate", "--input-dir", str(corpus), "--output-dir", str(tmp_path / "out"),
+                 "--num-examples", "12", "--force"]) == 0
+    assert _exports(tmp_path / "out") == ui
