@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from dagster import DagsterInstance, Definitions, build_reconstructable_job, execute_job
 
+from .assets.novels import LLM_POOL
 from .definitions import job_env
 from .jobs import EXPORT_JOB, PER_FILE_JOB
 from .partitions import NovelFile, discover_novels, registered_keys
@@ -190,6 +191,7 @@ class Runner:
                 self._materialize(batch, report)
                 finished(batch)
         else:
+            self._init_pools()
             self._processes = _run_processes(self.concurrency)
             try:
                 with ThreadPoolExecutor(self.concurrency, thread_name_prefix="llava-run") as threads:
@@ -203,6 +205,15 @@ class Runner:
         self._export(files, report)
         report.seconds = time.monotonic() - started
         return report
+
+    def _init_pools(self) -> None:
+        """Creates the LLM pool's concurrency limit before runs start at once: Dagster creates it when a run first
+        needs it, and on PostgreSQL two runs that try at the same moment make one fail (the second insert aborts its
+        transaction)."""
+        storage = self.instance.event_log_storage
+        if storage.supports_global_concurrency_limits and LLM_POOL not in storage.get_concurrency_keys():
+            storage.initialize_concurrency_limit_to_default(LLM_POOL)  # (only when missing: its update path is
+            # broken on PostgreSQL too, which Dagster's own claim avoids the same way)
 
     def _export(self, files: list[NovelFile], report: RunReport) -> None:
         keys = [f.key for f in files]
