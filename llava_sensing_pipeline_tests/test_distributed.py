@@ -44,7 +44,7 @@ from llava_sensing_pipeline_tests.test_llm_mode import faithful_script, passage_
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "smollm2:135m"
-LATENCY_S = 0.5  # per scripted reply: the LLM steps' time is mostly waiting on the server, as with a real one
+LATENCY_S = 0.8  # per scripted reply: the LLM steps' time is mostly waiting on the server, as with a real one
 VISIBILITY_TIMEOUT_S = 20  # above any step of these tests (a step of a lost worker is redelivered after this)
 PER_FILE_ASSETS = ("novel_files", "text_chunks", "environment_features", "sensor_records", "style_labels",
                    "generated_examples")
