@@ -26,6 +26,7 @@ from dagster import ExecutorDefinition, in_process_executor, multiprocess_execut
 
 EXECUTORS = ("in_process", "multiprocess", "k8s", "celery")
 DEFAULT_VISIBILITY_TIMEOUT_S = 3600.0
+CELERY_POLL_S = 0.25
 
 
 def celery_config(env: dict[str, str] | None = None) -> dict:
@@ -76,8 +77,11 @@ def executor_from_env(env: dict[str, str] | None = None) -> ExecutorDefinition:
                 from dagster_k8s import k8s_job_executor
 
                 return k8s_job_executor
-            from dagster_celery import celery_executor
+            from dagster_celery import celery_executor, core_execution_loop
         except ImportError:
             raise ImportError(f"LLAVA_SENSING_EXECUTOR={name} needs dagster-{name}: pip install -e \".[scale]\"") from None
+        # The run's process polls its steps' results every TICK_SECONDS (1 s in dagster-celery), which a chain of
+        # short steps waits on after each step; a Redis lookup per running step is cheap enough to do 4 times a second.
+        core_execution_loop.TICK_SECONDS = CELERY_POLL_S
         return celery_executor.configured(celery_config(env), name="celery")
     raise ValueError(f"LLAVA_SENSING_EXECUTOR={name!r} is not one of {', '.join(EXECUTORS)}")

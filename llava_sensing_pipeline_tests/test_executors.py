@@ -49,6 +49,14 @@ def test_celery_config_comes_from_the_environment():
                           "LLAVA_SENSING_CELERY_BACKEND": "redis://r/1"})["backend"] == "redis://r/1"
 
 
+def test_celery_runs_poll_their_steps_four_times_a_second():
+    require(importlib.util.find_spec("dagster_celery"), "dagster-celery is not installed: pip install -e .[test]")
+    from dagster_celery import core_execution_loop
+
+    executor_from_env({"LLAVA_SENSING_EXECUTOR": "celery", "LLAVA_SENSING_CELERY_BROKER": "redis://b:6379/0"})
+    assert core_execution_loop.TICK_SECONDS == 0.25  # dagster-celery's 1 s, after every step of a run's chain
+
+
 def test_the_workers_app_is_configured_like_the_executor(monkeypatch):
     """``celery -A llava_sensing_pipeline.celery_app worker`` listens where the executor sends, acks the same way."""
     require(importlib.util.find_spec("dagster_celery"), "dagster-celery is not installed: pip install -e .[test]")

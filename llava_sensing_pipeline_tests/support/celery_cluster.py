@@ -111,7 +111,7 @@ class Worker:
         if self.proc.poll() is not None:
             return
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown
+            os.killpg(self.proc.pid, signal.SIGQUIT)  # cold shutdown: at the end of a test no step is running
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
