@@ -1,6 +1,7 @@
 from setuptools import find_packages, setup
 
-SCALE = ["dagster-postgres>=0.29,<0.30", "dagster-k8s>=0.29,<0.30", "dagster-celery>=0.29,<0.30"]
+# redis: the Celery broker's client (kombu's Redis transport), for the Celery set-up that test_distributed.py runs
+SCALE = ["dagster-postgres>=0.29,<0.30", "dagster-k8s>=0.29,<0.30", "dagster-celery>=0.29,<0.30", "redis>=6.4,<9"]
 
 setup(
     name="llava_sensing_pipeline",

@@ -2,7 +2,8 @@
 
 Every entry point builds the same definitions from the same variables: ``dagster dev -w workspace.yaml`` loads
 ``defs``, the CLI calls :func:`build_definitions` after putting its flags into the environment, and the worker
-processes of a multiprocess or distributed executor rebuild the job with :func:`job_from_env`. The variables are
+processes of a multiprocess or distributed executor rebuild the job with :func:`job_from_env`, given the launching
+process's variables (:func:`job_env`) so that a worker elsewhere runs the run's settings. The variables are
 ``LLAVA_SENSING_<SETTING>`` (see :class:`~llava_sensing_pipeline.settings.PipelineSettings`), ``OLLAMA_HOSTS`` /
 ``OLLAMA_HOST``, ``OLLAMA_NUM_PARALLEL``, ``LLAVA_SENSING_MODEL``, ``LLAVA_SENSING_STORAGE_DIR`` and
 ``LLAVA_SENSING_EXECUTOR``; where one is unset, the value the CLI last recorded in ``$DAGSTER_HOME`` applies, so the
@@ -105,17 +106,45 @@ def build_definitions(env: dict[str, str] | None = None, *, settings: PipelineSe
     )
 
 
+JOB_ENV_PREFIXES = ("LLAVA_SENSING_", "OLLAMA_")
+
+
+def job_env(env: dict[str, str] | None = None) -> str:
+    """The variables that define the jobs (``LLAVA_SENSING_*``, ``OLLAMA_*``, over what the CLI recorded), as JSON,
+    for :func:`job_from_env` in the processes that run the steps: Celery workers on other machines, started before
+    the run with their own environment, then build the job with the run's settings, not their own.
+
+    Local paths that are not part of a code version (the per-partition storage, the LLM cache) are made absolute
+    here, so a worker started in another folder uses the same ones; the cache's default is the one this process
+    would use. They must be paths every worker mounts (or URLs) for a run on several machines.
+    """
+    env = effective_env(env)
+    values = {k: v for k, v in env.items() if k.startswith(JOB_ENV_PREFIXES)}
+    for name, default in (("LLAVA_SENSING_STORAGE_DIR", DEFAULT_STORAGE_DIR),
+                          ("LLAVA_SENSING_LLM_CACHE", DEFAULT_LLM_CACHE)):
+        location = values.get(name) or default
+        if "://" not in location:
+            location = os.path.abspath(location)
+        values[name] = location
+    # Not a variable: the per-file quotas as the files now selected give them. A worker keeps the last job it built
+    # (Dagster caches it by these arguments), so a corpus that changed the quotas must change the arguments too.
+    values["_quotas"] = quota_version(settings_from_env(env))
+    return json.dumps(values, sort_keys=True)
+
+
 _BUILT: dict[tuple, Definitions] = {}
 
 
-def job_from_env(name: str, env_key: str = ""):
-    """The job ``name`` of the definitions built from the environment (for executors that rebuild it in workers;
-    Dagster reconstructs a job several times per run, so the definitions are built once per environment).
-    ``env_key`` is not used: it tells Dagster's in-process cache of job definitions one environment from another."""
-    key = tuple(sorted(effective_env().items()))
-    if key not in _BUILT:
+def job_from_env(name: str, env_json: str | None = None):
+    """The job ``name`` of the definitions built from the environment (for executors that rebuild it in workers),
+    with the variables of ``env_json`` (from :func:`job_env` in the process that launched the run) over it."""
+    env = effective_env()
+    if env_json:
+        env.update({k: v for k, v in json.loads(env_json).items() if not k.startswith("_")})
+    key = tuple(sorted(env.items()))
+    if key not in _BUILT:  # Dagster reconstructs a job several times per run: build the definitions once
         _BUILT.clear()
-        _BUILT[key] = build_definitions()
+        _BUILT[key] = build_definitions(env)
     return _BUILT[key].resolve_job_def(name)
 
 

@@ -1,7 +1,8 @@
 """The Ollama client resource: readiness check, timeouts, bounded retries with backoff, and a persistent cache.
 
-Every LLM call of the pipeline goes through :meth:`OllamaResource.chat`. A reply is cached on disk (SQLite, under
-``data/cache/``) keyed by model, model digest, messages, format and options, so re-materializing a partition whose
+Every LLM call of the pipeline goes through :meth:`OllamaResource.chat`. A reply is cached (a SQLite file under
+``data/cache/`` by default, or a PostgreSQL table that every worker of a distributed run shares, see
+:func:`open_cache`) keyed by model, model digest, messages, format and options, so re-materializing a partition whose
 inputs did not change makes no LLM call, and a partition that failed half-way only pays for the chunks it had not
 finished. Timeouts, dropped connections, 429 and 5xx answers are retried with exponential backoff and jitter; other
 errors (such as 404 for a missing model) are not.
@@ -69,6 +70,10 @@ class LLMCallFailed(RuntimeError):
         self.attempts = attempts
 
 
+class OllamaCacheUnavailable(RuntimeError):
+    """The response cache's database cannot be reached: the message names it (without its password)."""
+
+
 def normalize_host(host: str | None) -> str:
     """``OLLAMA_HOST`` may be ``0.0.0.0:11434`` or ``localhost``; the client needs a URL."""
     host = (host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST).strip().rstrip("/")
@@ -90,10 +95,51 @@ class LLMReply:
 
 
 class ResponseCache:
-    """A thread-safe SQLite map from request key to the reply (text and eval figures)."""
+    """A map from request key (:func:`request_key`) to the reply (text and eval figures), kept across runs.
+
+    Two implementations, chosen by :func:`open_cache` from the location: :class:`SQLiteResponseCache`, a file
+    (the default, ``data/cache/llm_responses.sqlite``: one machine, any number of processes), and
+    :class:`PostgresResponseCache`, a table in a PostgreSQL database (a ``postgresql://`` URL: every worker of a
+    distributed run sees the same cache, so no passage is answered twice whichever worker asks). Both are
+    thread-safe; ``put`` of a key that is there replaces it.
+    """
+
+    location: str
+
+    def get(self, key: str) -> dict | None:
+        raise NotImplementedError
+
+    def put(self, key: str, model: str, reply: dict) -> None:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
+
+
+def is_postgres_url(location: str | os.PathLike) -> bool:
+    return str(location).startswith(POSTGRES_SCHEMES)
+
+
+def open_cache(location: str | os.PathLike) -> ResponseCache:
+    """The cache at ``location``: a ``postgresql://user@host:port/db`` URL (password in the URL or, better, in
+    libpq's ``PGPASSWORD``), else a SQLite file path."""
+    if is_postgres_url(location):
+        return PostgresResponseCache(str(location))
+    return SQLiteResponseCache(location)
+
+
+class SQLiteResponseCache(ResponseCache):
+    """A SQLite file (WAL mode, so several processes on one machine can share it)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.location = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
@@ -120,6 +166,74 @@ class ResponseCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class PostgresResponseCache(ResponseCache):
+    """The table ``llava_sensing_llm_replies`` in a PostgreSQL database (created on first use), with the SQLite
+    cache's columns and keys. One connection per process, in autocommit mode; a connection that was dropped is
+    opened again once before an operation fails. Needs ``psycopg2`` (``dagster-postgres`` installs it).
+    """
+
+    TABLE = "llava_sensing_llm_replies"
+
+    def __init__(self, url: str):
+        import psycopg2
+
+        self._psycopg2 = psycopg2
+        self.url = url
+        self.location = _redacted(url)
+        self._dsn = url.replace("postgresql+psycopg2://", "postgresql://", 1)
+        self._lock = threading.Lock()
+        self._db = None
+        self._run(f"CREATE TABLE IF NOT EXISTS {self.TABLE} (key TEXT PRIMARY KEY, model TEXT, "
+                  "created DOUBLE PRECISION, reply TEXT)")
+
+    def _connect(self):
+        try:
+            db = self._psycopg2.connect(self._dsn, connect_timeout=10)
+        except self._psycopg2.OperationalError as exc:
+            raise OllamaCacheUnavailable(f"LLM response cache {self.location}: {str(exc).strip()}") from None
+        db.autocommit = True
+        return db
+
+    def _run(self, sql: str, params: tuple = (), fetch: bool = False):
+        with self._lock:
+            for attempt in (1, 2):
+                if self._db is None or self._db.closed:
+                    self._db = self._connect()
+                try:
+                    with self._db.cursor() as cur:
+                        cur.execute(sql, params)
+                        return cur.fetchone() if fetch else None
+                except (self._psycopg2.OperationalError, self._psycopg2.InterfaceError):
+                    self._db = None  # dropped (server restart, idle timeout): reconnect once
+                    if attempt == 2:
+                        raise
+
+    def get(self, key: str) -> dict | None:
+        row = self._run(f"SELECT reply FROM {self.TABLE} WHERE key = %s", (key,), fetch=True)
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, model: str, reply: dict) -> None:
+        self._run(f"INSERT INTO {self.TABLE} (key, model, created, reply) VALUES (%s, %s, %s, %s) "
+                  "ON CONFLICT (key) DO UPDATE SET model = EXCLUDED.model, created = EXCLUDED.created, "
+                  "reply = EXCLUDED.reply", (key, model, time.time(), json.dumps(reply)))
+
+    def __len__(self) -> int:
+        return self._run(f"SELECT COUNT(*) FROM {self.TABLE}", fetch=True)[0]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def _redacted(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and metadata)."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 def request_key(model: str, digest: str, messages: list[dict], fmt: Any, options: dict) -> str:
@@ -401,6 +515,7 @@ class OllamaResource(ConfigurableResource):
     max_retries: int = 3
     backoff_s: float = 1.0
     cache_path: str = "data/cache/llm_responses.sqlite"
+    """A SQLite file, or a ``postgresql://`` URL for a cache shared by every worker (see :func:`open_cache`)."""
 
     _cache: ResponseCache | None = PrivateAttr(default=None)
     _digest: str | None = PrivateAttr(default=None)
@@ -441,7 +556,7 @@ class OllamaResource(ConfigurableResource):
     def cache(self) -> ResponseCache:
         with self._lock:
             if self._cache is None:
-                self._cache = ResponseCache(self.cache_path)
+                self._cache = open_cache(self.cache_path)
             return self._cache
 
     def _host_digest(self, url: str) -> str:

@@ -9,6 +9,7 @@ not fill the event log); the CLI's runs carry two loggers that read those messag
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -65,10 +66,14 @@ def progress_logger(init_context: InitLoggerContext) -> logging.Logger:
 
 @logger(config_schema={"path": Field(str)}, description="Everything Dagster logs in a run, appended to a file.")
 def file_logger(init_context: InitLoggerContext) -> logging.Logger:
-    log = logging.getLogger(f"llava_sensing.file.{init_context.logger_config['path']}")
+    path = init_context.logger_config["path"]
+    log = logging.getLogger(f"llava_sensing.file.{path}")
     if not log.handlers:
-        handler = logging.FileHandler(init_context.logger_config["path"], encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        if os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            handler = logging.FileHandler(path, encoding="utf-8")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        else:  # a step on a worker of another machine, where the CLI's folder is not: its events are in the instance
+            handler = logging.NullHandler()
         log.addHandler(handler)
     log.setLevel(logging.DEBUG)
     log.propagate = False

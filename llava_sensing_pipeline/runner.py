@@ -5,7 +5,10 @@ the UI (:mod:`~llava_sensing_pipeline.planning`).
 2. Ask Dagster which partitions are missing or stale (``planning.out_of_date``), or take the ones asked for.
 3. Launch ``per_file_job`` over contiguous ranges of at most ``batch_size`` partitions, the runs a UI backfill
    launches under the assets' backfill policy, with the executor of the code location (``execute_job`` on the
-   reconstructable job, so ``LLAVA_SENSING_EXECUTOR=multiprocess`` runs steps in worker processes).
+   reconstructable job, so ``LLAVA_SENSING_EXECUTOR=multiprocess`` runs steps in worker processes). Up to
+   ``LLAVA_SENSING_CONCURRENT_RUNS`` runs (default 1) at once, each launched from a process of its own (Dagster's
+   run setup reconfigures Python's logging, which deadlocks runs launched from threads of one process): with a
+   distributed executor (Celery workers) that keeps several workers busy.
 4. **Failure isolation.** A range run whose step fails names the partitions that raised (the step failure's
    metadata); they are re-run alone, so each shows as its own failed partition, and the rest are re-run in ranges.
 5. **Ollama gone.** In the LLM modes, once a partition failed because the server stayed unreachable past
@@ -17,13 +20,19 @@ the UI (:mod:`~llava_sensing_pipeline.planning`).
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from dagster import DagsterInstance, Definitions, build_reconstructable_job, execute_job
 
+from .assets.novels import LLM_POOL
+from .definitions import job_env
 from .jobs import EXPORT_JOB, PER_FILE_JOB
 from .ollama_resource import is_outage
 from .partitions import NovelFile, discover_novels, registered_keys
@@ -71,33 +80,54 @@ def reason_summary(reasons: dict[str, str]) -> str:
 
 
 def _reconstructable(job_name: str):
-    """The job, rebuilt from the environment. Dagster keeps the definition it last loaded for an equal reconstructable
-    job in the process; the key of the environment makes one with other settings (another CLI call in the same
-    process, as in the tests) another job, so that it is not run with the previous call's resources."""
-    import hashlib
-    import os
-
-    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("LLAVA_SENSING_", "OLLAMA_", "DAGSTER_")))
-    key = hashlib.sha256(repr(env).encode()).hexdigest()[:16]
+    """The job, rebuilt in each step's process from this process's settings (``definitions.job_env``)."""
     return build_reconstructable_job("llava_sensing_pipeline.definitions", "job_from_env",
-                                     reconstructable_args=(job_name, key))
+                                     reconstructable_args=(job_name, job_env()))
+
+
+def _run_processes(count: int) -> ProcessPoolExecutor:
+    """``count`` processes to launch runs from. Forked when the platform can (at once, from this thread, before any
+    other is started: a fork copies the imports and costs milliseconds, where a spawned process imports Dagster and
+    the pipeline again, seconds each), else spawned."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context(method))
+    pool.submit(int).result()  # with fork, every process of the pool starts here
+    return pool
+
+
+def _execute_run(job_name: str, run_config: dict, tags: dict[str, str], assets: list | None,
+                 instance: DagsterInstance | None = None) -> tuple[str, bool]:
+    """Executes one run of ``job_name``; returns its id and whether it succeeded. Without ``instance`` (in a process
+    of the concurrent runs' pool) it opens ``$DAGSTER_HOME``'s."""
+    if instance is None:
+        with DagsterInstance.get() as own:
+            return _execute_run(job_name, run_config, tags, assets, own)
+    with execute_job(_reconstructable(job_name), instance, run_config=run_config, tags=tags,
+                     asset_selection=assets) as result:
+        return result.run_id, result.success
 
 
 class Runner:
     """Runs the per-file job and the export for one CLI invocation."""
 
     def __init__(self, defs: Definitions, instance: DagsterInstance, settings: PipelineSettings, batch_size: int,
-                 log_path: str, verbose: bool = False, echo: Callable[[str], None] = print):
+                 log_path: str, verbose: bool = False, echo: Callable[[str], None] = print,
+                 concurrency: int | None = None):
         self.asset_graph = defs.resolve_asset_graph()
+        self.concurrency = max(1, concurrency or int(os.environ.get("LLAVA_SENSING_CONCURRENT_RUNS") or 1))
+        self._lock = threading.Lock()  # guards the report when runs go on at once
+        self._processes: ProcessPoolExecutor | None = None  # launches the runs when several go on at once
         self.instance = instance
         self.settings = settings
         self.batch_size = max(1, batch_size)
         self.run_config = cli_run_config(log_path, verbose)
         self.echo = echo
 
-    def _execute(self, job_name: str, tags: dict[str, str], assets: list | None = None):
-        return execute_job(_reconstructable(job_name), self.instance, run_config=self.run_config,
-                           tags={**LAUNCHED_BY, **tags}, asset_selection=assets)
+    def _execute(self, job_name: str, tags: dict[str, str], assets: list | None = None) -> tuple[str, bool]:
+        args = (job_name, self.run_config, {**LAUNCHED_BY, **tags}, assets)
+        if self._processes is not None:
+            return self._processes.submit(_execute_run, *args).result()
+        return _execute_run(*args, instance=self.instance)
 
     def _run(self, keys: list[str]):
         """One run over ``keys``: the per-file assets from the first one that is out of date in any of them on
@@ -110,24 +140,27 @@ class Runner:
 
     def _materialize(self, keys: list[str], report: RunReport) -> None:
         """Runs ``keys`` (contiguous) in one run; on failure isolates the failed partitions and retries the rest."""
-        report.runs += 1
-        with self._run(keys) as result:
-            success = result.success
-            failed = failed_partitions(self.instance, result.run_id) if not success else None
-            message = run_failure_message(self.instance, result.run_id) if not success else ""
+        with self._lock:
+            report.runs += 1
+        run_id, success = self._run(keys)
+        failed = failed_partitions(self.instance, run_id) if not success else None
+        message = run_failure_message(self.instance, run_id) if not success else ""
         if success:
-            report.succeeded.extend(keys)
+            with self._lock:
+                report.succeeded.extend(keys)
             return
         if len(keys) == 1:
-            report.failures[keys[0]] = (failed or {}).get(keys[0]) or message
-            if is_outage(report.failures[keys[0]]):
-                report.outage = report.failures[keys[0]]
+            with self._lock:
+                report.failures[keys[0]] = (failed or {}).get(keys[0]) or message
+                if is_outage(report.failures[keys[0]]):
+                    report.outage = report.failures[keys[0]]
             return
         gone = {k: why for k, why in (failed or {}).items() if is_outage(why)}
         if gone or is_outage(message):  # the server is gone: re-running these one by one would only wait again
-            report.failures.update(gone)
-            report.not_started.extend(k for k in keys if k not in gone)
-            report.outage = next(iter(gone.values()), message)
+            with self._lock:
+                report.failures.update(gone)
+                report.not_started.extend(k for k in keys if k not in gone)
+                report.outage = next(iter(gone.values()), message)
             return
         suspects = [k for k in keys if k in failed] if failed else keys
         for key in suspects:  # alone, so each failure is recorded against its own partition
@@ -158,27 +191,54 @@ class Runner:
         self.order = registered_keys(self.instance)
         batches = contiguous_ranges(self.order, set(report.stale), self.batch_size)
         done = 0
-        for n, batch in enumerate(batches):
-            if report.outage and self.settings.mode != "simple":
-                left = [k for b in batches[n:] for k in b]
-                report.not_started.extend(left)
-                self.echo(f"Ollama is gone: not starting the remaining {len(left)} partition(s) (each would only "
-                          "wait for it again); they are left as they are")
-                break
-            before = len(report.failures)
-            self._materialize(batch, report)
+
+        def finished(batch: list[str]) -> None:
+            nonlocal done
             done += len(batch)
-            status = "ok" if len(report.failures) == before else f"{len(report.failures) - before} failed"
+            failed = sum(k in report.failures for k in batch)
+            status = "ok" if not failed else f"{failed} failed"
             label = batch[0] if len(batch) == 1 else f"{batch[0]} … {batch[-1]}"
             elapsed = time.monotonic() - started
             eta = elapsed / done * (len(report.stale) - done)
             self.echo(f"[{done}/{len(report.stale)}] {label}: {status} ({elapsed:.0f} s, ETA {eta:.0f} s)")
+
+        if self.concurrency == 1 or len(batches) < 2:
+            for n, batch in enumerate(batches):
+                if report.outage and self.settings.mode != "simple":
+                    left = [k for b in batches[n:] for k in b]
+                    report.not_started.extend(left)
+                    self.echo(f"Ollama is gone: not starting the remaining {len(left)} partition(s) (each would "
+                              "only wait for it again); they are left as they are")
+                    break
+                self._materialize(batch, report)
+                finished(batch)
+        else:
+            self._init_pools()
+            self._processes = _run_processes(self.concurrency)
+            try:
+                with ThreadPoolExecutor(self.concurrency, thread_name_prefix="llava-run") as threads:
+                    runs = {threads.submit(self._materialize, batch, report): batch for batch in batches}
+                    for future in as_completed(runs):
+                        future.result()
+                        finished(runs[future])
+            finally:
+                self._processes.shutdown()
+                self._processes = None
         if report.outage:  # an unfinished dataset is not written; re-running resumes and then exports
             report.export_error = "not written: the run stopped because Ollama is gone (re-running resumes)"
         else:
             self._export(files, report)
         report.seconds = time.monotonic() - started
         return report
+
+    def _init_pools(self) -> None:
+        """Creates the LLM pool's concurrency limit before runs start at once: Dagster creates it when a run first
+        needs it, and on PostgreSQL two runs that try at the same moment make one fail (the second insert aborts its
+        transaction)."""
+        storage = self.instance.event_log_storage
+        if storage.supports_global_concurrency_limits and LLM_POOL not in storage.get_concurrency_keys():
+            storage.initialize_concurrency_limit_to_default(LLM_POOL)  # (only when missing: its update path is
+            # broken on PostgreSQL too, which Dagster's own claim avoids the same way)
 
     def _export(self, files: list[NovelFile], report: RunReport) -> None:
         keys = [f.key for f in files]
@@ -196,10 +256,9 @@ class Runner:
             report.export_ok = True
             return
         report.runs += 1
-        with self._execute(EXPORT_JOB, {}) as result:
-            report.export_ok = result.success
-            if not result.success:
-                report.export_error = run_failure_message(self.instance, result.run_id)
+        run_id, report.export_ok = self._execute(EXPORT_JOB, {})
+        if not report.export_ok:
+            report.export_error = run_failure_message(self.instance, run_id)
 
 
 def select_files(settings: PipelineSettings) -> list[NovelFile]:

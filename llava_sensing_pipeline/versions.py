@@ -51,7 +51,9 @@ LLM_ONLY_FOR = {"environment_features": {"quotas", "seed"}}
 
 @lru_cache(maxsize=None)
 def _imports(module_name: str) -> frozenset[str]:
-    """The modules of this package that ``module_name`` imports (``from .x import y`` and ``import pkg.x``)."""
+    """The modules of this package that ``module_name`` imports (``from .x import y`` and ``import pkg.x``).
+    Cached: a module's source does not change once imported, and parsing every module for each of the seven assets
+    cost 0.8 s per build of the definitions, which a Celery worker does for every step."""
     module = importlib.import_module(module_name)
     tree = ast.parse(inspect.getsource(module))
     package = module_name if hasattr(module, "__path__") else module_name.rsplit(".", 1)[0]
@@ -97,11 +99,15 @@ def module_closure(module_name: str) -> tuple[str, ...]:
     return tuple(sorted(n for n in seen if not n.endswith(".__init__") and n != f"{PACKAGE}.assets"))
 
 
+def _source(name: str) -> bytes:
+    return inspect.getsource(importlib.import_module(name)).encode()
+
+
 @lru_cache(maxsize=None)
 def _source_hash(modules: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     for name in modules:
-        h.update(name.encode() + b"\0" + inspect.getsource(importlib.import_module(name)).encode() + b"\0")
+        h.update(name.encode() + b"\0" + _source(name) + b"\0")
     return h.hexdigest()
 
 

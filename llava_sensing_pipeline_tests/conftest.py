@@ -13,6 +13,9 @@ Ollama test servers (see ``llava_sensing_pipeline_tests.support.ollama_test_serv
   ``ollama``, which would shadow the ``ollama`` client module inside tests.)
 - ``scripted_ollama`` (function): a fresh scripted-backend server (no model), echo replies
   until the test calls ``set_script(...)``.
+
+``postgres_server`` (session): a throwaway PostgreSQL server on loopback (``support/postgres.py``) with an empty
+database ``dagster_test``; tests that need a database of their own call ``create_database(name)``.
 """
 
 from collections.abc import Iterator
@@ -20,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer
+from llava_sensing_pipeline_tests.support import postgres
 from llava_sensing_pipeline_tests.support.model_fetch import ensure_test_model
+from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer
 from llava_sensing_pipeline_tests.support.needs import require, require_corpus  # noqa: F401  (re-exported)
 
 
@@ -49,4 +53,11 @@ def real_ollama(ollama_server: OllamaTestServer) -> OllamaTestServer:
 def scripted_ollama() -> Iterator[OllamaTestServer]:
     """A fresh scripted-backend server for fast deterministic tests."""
     with OllamaTestServer(backend="scripted") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres.PostgresServer]:
+    """A PostgreSQL server on loopback for the session (skipped without Debian's binaries, failed in CI)."""
+    with postgres.postgres_server() as server:
         yield server

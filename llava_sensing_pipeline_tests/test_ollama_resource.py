@@ -13,6 +13,7 @@ from llava_sensing_pipeline.ollama_resource import (
     ResponseCache,
     is_outage,
     normalize_host,
+    open_cache,
 )
 
 MODEL = "smollm2:135m"
@@ -94,11 +95,11 @@ def test_model_removed_mid_run_is_unavailable(scripted_ollama, tmp_path):
 
 
 def test_response_cache_round_trip(tmp_path):
-    cache = ResponseCache(tmp_path / "c.sqlite")
+    cache = open_cache(tmp_path / "c.sqlite")
     cache.put("k", "m", {"text": "t", "eval_count": 3, "eval_duration_s": 0.5})
     assert cache.get("k")["text"] == "t" and cache.get("missing") is None and len(cache) == 1
     cache.close()
-    assert ResponseCache(tmp_path / "c.sqlite").get("k")["eval_count"] == 3
+    assert open_cache(tmp_path / "c.sqlite").get("k")["eval_count"] == 3
 
 
 def test_call_stats_summary():

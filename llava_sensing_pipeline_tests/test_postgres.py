@@ -1,21 +1,14 @@
-"""Dagster instance storage on a real PostgreSQL server (``deploy/dagster-postgres.yaml``), through the CLI.
+"""Dagster instance storage on a real PostgreSQL server (``deploy/dagster-postgres.yaml``), through the CLI, and the
+LLM response cache in PostgreSQL.
 
-The session fixture starts Debian's ``postgresql`` server binaries (``/usr/lib/postgresql/<version>/bin``) on a free
-loopback port with a temporary data directory, as the ``postgres`` OS user when the tests run as root (``initdb``
-and ``pg_ctl`` refuse root), and stops it at the end. Without the binaries the test is skipped, except in CI
-(``CI`` set), where it fails (``support.needs.require``): install them with ``apt-get install -y postgresql``.
+The ``postgres_server`` fixture (``conftest.py``, ``support/postgres.py``) starts Debian's ``postgresql`` server
+binaries on a free loopback port for the session. Without them the tests are skipped, except in CI (``CI`` set),
+where they fail: install them with ``apt-get install -y postgresql``.
 """
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
-import socket
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,97 +16,8 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatu
 
 from llava_sensing_pipeline.cli import main
 from llava_sensing_pipeline.schedules import partition_states
-from llava_sensing_pipeline_tests.support.needs import require
 
 REPO = Path(__file__).resolve().parents[1]
-DEBIAN_POSTGRES = Path("/usr/lib/postgresql")
-SERVER_USER = "postgres"
-PASSWORD = "llava-sensing-test"
-DATABASE = "dagster_test"
-
-
-def postgres_bin_dir() -> Path | None:
-    """The newest ``/usr/lib/postgresql/<version>/bin`` with ``initdb`` and ``pg_ctl``, or None."""
-    found = [p for p in DEBIAN_POSTGRES.glob("*/bin") if (p / "initdb").exists() and (p / "pg_ctl").exists()]
-    return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1) if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class PostgresServer:
-    bin_dir: Path
-    port: int
-    host: str = "127.0.0.1"
-    user: str = SERVER_USER
-    password: str = PASSWORD
-    db: str = DATABASE
-
-    def dagster_env(self) -> dict[str, str]:
-        """The variables ``deploy/dagster-postgres.yaml`` reads."""
-        return {"DAGSTER_PG_HOST": self.host, "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_USER": self.user,
-                "DAGSTER_PG_PASSWORD": self.password, "DAGSTER_PG_DB": self.db}
-
-    def client(self, tool: str, *args: str) -> str:
-        """Runs a client program (psql, createdb) against the server; returns its output."""
-        done = subprocess.run([str(self.bin_dir / tool), "-h", self.host, "-p", str(self.port), "-U", self.user,
-                               *args], env={**os.environ, "PGPASSWORD": self.password}, capture_output=True,
-                              text=True, timeout=30)
-        if done.returncode:
-            raise RuntimeError(f"{tool} {' '.join(args)} on {self.host}:{self.port} failed: {done.stderr.strip()}")
-        return done.stdout
-
-    def query(self, sql: str) -> list[list[str]]:
-        """Rows of a query, as text."""
-        out = self.client("psql", "-d", self.db, "-AtF", "\t", "-c", sql)
-        return [line.split("\t") for line in out.splitlines()]
-
-
-def _as_server_user(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """Runs a server command, as the ``postgres`` OS user when we are root (initdb and pg_ctl refuse root)."""
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", SERVER_USER, "--", *cmd]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=90)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL server on loopback with an empty database ``dagster_test``."""
-    bin_dir = postgres_bin_dir()
-    require(bin_dir is not None, f"PostgreSQL server binaries not found under {DEBIAN_POSTGRES}/<version>/bin: "
-                                 "apt-get install -y postgresql")
-    workdir = Path(tempfile.mkdtemp(prefix="llava-pg-"))
-    if os.geteuid() == 0:
-        account = pwd.getpwnam(SERVER_USER)
-        os.chown(workdir, account.pw_uid, account.pw_gid)
-    data, log = workdir / "data", workdir / "server.log"
-    server = PostgresServer(bin_dir, free_port())
-    try:
-        pwfile = workdir / "pwfile"
-        pwfile.write_text(PASSWORD + "\n")
-        if os.geteuid() == 0:
-            os.chown(pwfile, account.pw_uid, account.pw_gid)
-        steps = [
-            [str(bin_dir / "initdb"), "-D", str(data), "-U", SERVER_USER, f"--pwfile={pwfile}",
-             "--auth=scram-sha-256", "--locale=C", "--encoding=UTF8", "--no-sync"],
-            [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-             f"-c listen_addresses=127.0.0.1 -c port={server.port} -c unix_socket_directories='' -c fsync=off", "start"],
-        ]
-        for cmd in steps:
-            done = _as_server_user(cmd, workdir)
-            if done.returncode:
-                log_tail = log.read_text()[-2000:] if log.exists() else ""
-                raise RuntimeError(f"{Path(cmd[0]).name} failed ({done.returncode}): {done.stderr.strip()}\n{log_tail}")
-        server.client("createdb", server.db)
-        yield server
-    finally:
-        if (data / "postmaster.pid").exists():
-            _as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], workdir)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_runs_and_materializations_are_recorded_in_postgres(postgres_server, tmp_path, monkeypatch, capsys):
@@ -170,3 +74,49 @@ def test_runs_and_materializations_are_recorded_in_postgres(postgres_server, tmp
     registered = postgres_server.query("SELECT partition FROM dynamic_partitions ORDER BY partition")
     assert [row[0] for row in registered] == keys
     assert not list(home.rglob("*.db"))  # no SQLite storage beside it
+
+
+def test_llm_cache_in_postgres_is_keyed_like_sqlite_and_shared(postgres_server, scripted_ollama, tmp_path,
+                                                               monkeypatch):
+    from llava_sensing_pipeline.ollama_resource import (
+        OllamaResource,
+        PostgresResponseCache,
+        SQLiteResponseCache,
+        open_cache,
+    )
+
+    db = postgres_server.create_database("llm_cache_test")
+    monkeypatch.setenv("PGPASSWORD", postgres_server.password)  # libpq's variable: no password in the URL
+    url = postgres_server.url(db)
+    messages = [{"role": "user", "content": "Describe the rain."}]
+    replies = {}
+    for location in (str(tmp_path / "cache.sqlite"), url):
+        llm = OllamaResource(host=scripted_ollama.url, model="smollm2:135m", cache_path=location)
+        first = llm.chat(messages, options={"seed": 7, "temperature": 0})
+        again = llm.chat(messages, options={"seed": 7, "temperature": 0})
+        assert not first.cached and again.cached and again.text == first.text
+        replies[location] = first.text
+        llm.teardown_after_execution(None)
+    assert scripted_ollama.stats()["chat"] == 2  # one per cache, the repeats were hits
+
+    sqlite_keys = [row[0] for row in SQLiteResponseCache(tmp_path / "cache.sqlite")._db.execute(
+        "SELECT key FROM replies")]
+    pg_keys = [row[0] for row in postgres_server.query("SELECT key FROM llava_sensing_llm_replies", db=db)]
+    assert pg_keys == sqlite_keys and len(pg_keys) == 1  # the same key for the same request
+
+    # another connection (another worker) sees what one put, at once
+    writer, reader = open_cache(url), open_cache(url)
+    assert isinstance(writer, PostgresResponseCache)
+    writer.put("k", "m", {"text": "t", "eval_count": 3, "eval_duration_s": 0.5})
+    assert reader.get("k")["eval_count"] == 3 and reader.get("missing") is None and len(reader) == 2
+    writer.put("k", "m", {"text": "u", "eval_count": 4, "eval_duration_s": 0.5})  # a repeat replaces
+    assert reader.get("k")["text"] == "u"
+    # a dropped connection (server restart, idle timeout) is opened again
+    postgres_server.query(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' "
+                          "AND pid <> pg_backend_pid()", db=db)
+    assert reader.get("k")["text"] == "u"
+    writer.close()
+    reader.close()
+    secret = open_cache(postgres_server.url(db, password=True))
+    assert postgres_server.password not in secret.location and "***" in secret.location
+    secret.close()
