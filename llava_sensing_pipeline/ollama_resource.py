@@ -672,7 +672,7 @@ class OllamaResource(ConfigurableResource):
         every = max(0.05, min(self.probe_after_s, self.timeout_s / 2))
         while not done.wait(every):
             if self.pool.stopped:
-                raise HostDown(hung=False)  # the run was interrupted: abandon the request
+                raise HostDown()  # the run was interrupted: abandon the request (the next acquire raises)
             if not self.pool.probe(host) and not done.is_set():
                 raise HostDown(hung=True)
         exc = result.get("error")
@@ -712,8 +712,9 @@ class OllamaResource(ConfigurableResource):
                     response = self._send(host, messages, fmt, options)
                 except HostDown as exc:  # wait for a host (this one or another), no retry used
                     sent -= not exc.reached
+                    gone = not self.pool.stopped  # stopped: abandoned on Ctrl-C, the host is not to blame
                     self.pool.release(host, seconds=time.monotonic() - started, failed=True,
-                                      unreachable=not exc.hung, hung=exc.hung)
+                                      unreachable=gone and not exc.hung, hung=gone and exc.hung)
                     continue
                 except ollama.ResponseError as exc:
                     self.pool.release(host, seconds=time.monotonic() - started, failed=True)

@@ -376,3 +376,26 @@ def test_stop_waiting_ends_the_wait_at_once(scripted_ollama, tmp_path):
     waiting.join(5)
     assert not waiting.is_alive() and time.monotonic() - started < 1.5
     assert "interrupted (Ctrl-C)" in str(errors[0].value)
+
+
+def test_stop_waiting_abandons_a_slow_request_without_blaming_the_host(tmp_path):
+    """Ctrl-C while a request waits for a slow (healthy) answer: it is abandoned at once, and no outage is
+    reported for a host that did nothing wrong."""
+    import threading
+
+    from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer
+
+    with OllamaTestServer(backend="scripted", latency=10.0) as slow:
+        r = resource(slow.url, tmp_path, probe_after_s=0.2, timeout_s=60)
+        log = Log()
+        r.attach_log(log)
+        r.check_ready()
+        errors = []
+        waiting = threading.Thread(target=lambda: errors.append(pytest.raises(OllamaDown, r.chat, MESSAGES,
+                                                                              options={})))
+        waiting.start()
+        time.sleep(0.5)
+        r.stop_waiting()
+        waiting.join(5)
+        assert not waiting.is_alive() and "interrupted (Ctrl-C)" in str(errors[0].value)
+        assert not log and r.host_metadata()[slow.url]["healthy"]
