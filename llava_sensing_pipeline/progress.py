@@ -44,6 +44,13 @@ class _ProgressHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = _original(record)
+        meta = getattr(record, "dagster_meta", None)
+        if record.levelno >= logging.WARNING and not (isinstance(meta, dict) and meta.get("dagster_event")):
+            # the steps' own warnings and errors, one line each (an Ollama outage, a file that failed), not Dagster's
+            line = f"  {record.levelname.lower()}: {message}"
+            sys.stderr.write(("\n" if self.tty else "") + line + "\n")
+            sys.stderr.flush()
+            return
         if not message.startswith(PREFIX):
             return
         line = "  " + message[len(PREFIX):]
@@ -55,7 +62,7 @@ class _ProgressHandler(logging.Handler):
 
 
 @logger(config_schema={"tty": Field(bool, default_value=False)},
-        description="The CLI's progress line: the steps' progress messages only, to stderr.")
+        description="The CLI's progress line and the steps' own warnings, to stderr.")
 def progress_logger(init_context: InitLoggerContext) -> logging.Logger:
     log = logging.getLogger("llava_sensing.progress")
     log.handlers = [_ProgressHandler(init_context.logger_config["tty"])]

@@ -227,7 +227,8 @@ def test_every_generation_rejected_writes_no_dataset(workspace, scripted_ollama,
     scripted_ollama.set_script(useless)
     assert run(workspace, scripted_ollama, "llm", "--num-examples", "2", "--max-files", "1") == 1
     captured = capsys.readouterr()
-    assert "no examples to export" in captured.err
+    assert "every generated paragraph was rejected by the quality filter" in captured.err
+    assert "top reasons: digits" in captured.err and "no dataset was written" in captured.err
     assert not (workspace / "out" / "llm_dataset.json").exists()
 
 

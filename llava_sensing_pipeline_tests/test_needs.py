@@ -11,9 +11,7 @@ from llava_sensing_pipeline_tests.support.needs import CORPUS_ENV, in_ci, requir
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS_TESTS = [
-    "llava_sensing_pipeline_tests/test_label_quality.py::test_rule_analyzer_agreement_with_hand_labels",
     "llava_sensing_pipeline_tests/test_environment.py::test_real_corpus_chunks_are_labelled_with_vocabulary_values",
-    "llava_sensing_pipeline_tests/test_environment.py::test_batch_analysis_equals_one_by_one_on_the_corpus",
     "llava_sensing_pipeline_tests/test_style.py::test_inference_agrees_with_folders_on_most_corpus_chunks",
     "llava_sensing_pipeline_tests/test_text.py::test_real_corpus_chunks_are_clean",
 ]
