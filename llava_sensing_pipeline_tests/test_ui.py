@@ -122,7 +122,7 @@ def test_asset_graph_and_partitions_in_a_real_browser(webserver):
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 2400, "height": 900})  # wide enough for full asset nodes (narrower truncates names)
+            viewport={"width": 3600, "height": 900})  # wide enough for all eight nodes (narrower truncates)
         page = browser.new_page()
         page.set_default_timeout(20_000)
 
