@@ -31,6 +31,13 @@ def workspace(tmp_path, monkeypatch):
     return tmp_path
 
 
+def ui_settings(monkeypatch, ws) -> None:
+    """The variables ``dagster dev`` would be started with for the CLI's run of ``generate(ws, "--num-examples", "12")``."""
+    monkeypatch.setenv("LLAVA_SENSING_INPUT_DIR", str(ws / "Novel"))
+    monkeypatch.setenv("LLAVA_SENSING_OUTPUT_DIR", str(ws / "out"))
+    monkeypatch.setenv("LLAVA_SENSING_NUM_EXAMPLES", "12")
+
+
 def generate(ws, *extra, corpus="Novel", out="out"):
     return main(["generate", "--input-dir", str(ws / corpus), "--output-dir", str(ws / out), *extra])
 
@@ -85,87 +92,64 @@ def test_2_code_versions_cover_every_module_an_asset_uses(monkeypatch):
     assert versions.code_versions() == before
 
 
-def test_3_a_ui_backfill_of_the_per_file_assets_brings_the_export_up_to_date(workspace):
+def test_3_a_ui_backfill_of_the_per_file_assets_brings_the_export_up_to_date(workspace, monkeypatch):
     """A UI backfill runs as ``__ASSET_JOB``; the export follows it through its automation condition."""
     assert generate(workspace, "--num-examples", "12") == 0
     from llava_sensing_pipeline.definitions import build_definitions
 
     (workspace / "Novel" / "Travel_Novel" / "B901_Salt_Roads.txt").write_text(
         "It rained all night on the harbour.\n\n" * 40, encoding="utf-8")
-    import os
-    os.environ["LLAVA_SENSING_INPUT_DIR"] = str(workspace / "Novel")
-    os.environ["LLAVA_SENSING_OUTPUT_DIR"] = str(workspace / "out")
-    os.environ["LLAVA_SENSING_NUM_EXAMPLES"] = "12"
-    try:
-        defs = build_definitions()
-        with DagsterInstance.get() as instance:
-            from llava_sensing_pipeline.sensors import novel_file_sensor
+    ui_settings(monkeypatch, workspace)
+    defs = build_definitions()
+    with DagsterInstance.get() as instance:
+        from llava_sensing_pipeline.sensors import novel_file_sensor
 
-            with build_sensor_context(instance=instance, resources=dict(defs.resources), definitions=defs) as context:
-                sensor_result = novel_file_sensor(context)
-            before = evaluate_automation_conditions(defs=defs, instance=instance)  # the daemon's earlier tick
-            job = defs.resolve_implicit_global_asset_job_def()
-            from llava_sensing_pipeline.assets import PER_FILE_ASSETS
+        with build_sensor_context(instance=instance, resources=dict(defs.resources), definitions=defs) as context:
+            sensor_result = novel_file_sensor(context)
+        before = evaluate_automation_conditions(defs=defs, instance=instance)  # the daemon's earlier tick
+        job = defs.resolve_implicit_global_asset_job_def()
+        from llava_sensing_pipeline.assets import PER_FILE_ASSETS
 
-            result = job.get_subset(asset_selection={a.key for a in PER_FILE_ASSETS}).execute_in_process(
-                instance=instance, partition_key="Travel_Novel/B901_Salt_Roads")
-            assert result.success
-            automation = evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
-            requested = {key.to_user_string() for key in defs.resolve_asset_graph().materializable_asset_keys
-                         if automation.get_num_requested(key)}
-    finally:
-        for name in ("LLAVA_SENSING_INPUT_DIR", "LLAVA_SENSING_OUTPUT_DIR", "LLAVA_SENSING_NUM_EXAMPLES"):
-            os.environ.pop(name, None)
+        result = job.get_subset(asset_selection={a.key for a in PER_FILE_ASSETS}).execute_in_process(
+            instance=instance, partition_key="Travel_Novel/B901_Salt_Roads")
+        assert result.success
+        automation = evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+        requested = {key.to_user_string() for key in defs.resolve_asset_graph().materializable_asset_keys
+                     if automation.get_num_requested(key)}
     assert [r.partition_key for r in sensor_result.run_requests] == ["Travel_Novel/B901_Salt_Roads"]
     assert any("chunked_json_exports" in r for r in requested), requested
 
 
-def test_4_the_ui_does_not_redo_the_clis_work(workspace):
+def test_4_the_ui_does_not_redo_the_clis_work(workspace, monkeypatch):
     """``dagster dev`` on the CLI's DAGSTER_HOME: the file sensor and the automation request no run."""
     assert generate(workspace, "--num-examples", "12") == 0
-    import os
+    ui_settings(monkeypatch, workspace)
+    from llava_sensing_pipeline.definitions import build_definitions
+    from llava_sensing_pipeline.sensors import novel_file_sensor
 
-    os.environ["LLAVA_SENSING_INPUT_DIR"] = str(workspace / "Novel")
-    os.environ["LLAVA_SENSING_OUTPUT_DIR"] = str(workspace / "out")
-    os.environ["LLAVA_SENSING_NUM_EXAMPLES"] = "12"
-    try:
-        from llava_sensing_pipeline.definitions import build_definitions
-        from llava_sensing_pipeline.sensors import novel_file_sensor
-
-        defs = build_definitions()
-        with DagsterInstance.get() as instance:
-            with build_sensor_context(instance=instance, resources=dict(defs.resources), definitions=defs) as context:
-                result = novel_file_sensor(context)
-            assert isinstance(result, SkipReason), result.run_requests
-            automation = evaluate_automation_conditions(defs=defs, instance=instance)
-            assert automation.total_requested == 0
-    finally:
-        for name in ("LLAVA_SENSING_INPUT_DIR", "LLAVA_SENSING_OUTPUT_DIR", "LLAVA_SENSING_NUM_EXAMPLES"):
-            os.environ.pop(name, None)
+    defs = build_definitions()
+    with DagsterInstance.get() as instance:
+        with build_sensor_context(instance=instance, resources=dict(defs.resources), definitions=defs) as context:
+            result = novel_file_sensor(context)
+        assert isinstance(result, SkipReason), result.run_requests
+        automation = evaluate_automation_conditions(defs=defs, instance=instance)
+        assert automation.total_requested == 0
 
 
-def test_5_the_uis_export_equals_the_clis(workspace):
+def test_5_the_uis_export_equals_the_clis(workspace, monkeypatch):
     assert generate(workspace, "--num-examples", "12") == 0
     cli = exports(workspace)
     for path in (workspace / "out").rglob("*.json"):
         if path.name != "chunks_index.json":  # the index keeps its split_timestamp when nothing else changed
             path.write_text("{}")  # so the UI's export must rewrite every other file, with the same bytes
-    import os
+    ui_settings(monkeypatch, workspace)
+    from llava_sensing_pipeline.definitions import build_definitions
 
-    os.environ["LLAVA_SENSING_INPUT_DIR"] = str(workspace / "Novel")
-    os.environ["LLAVA_SENSING_OUTPUT_DIR"] = str(workspace / "out")
-    os.environ["LLAVA_SENSING_NUM_EXAMPLES"] = "12"
-    try:
-        from llava_sensing_pipeline.definitions import build_definitions
-
-        defs = build_definitions()
-        with DagsterInstance.get() as instance:
-            job = defs.resolve_implicit_global_asset_job_def().get_subset(
-                asset_selection={defs.resolve_assets_def("chunked_json_exports").key})
-            assert job.execute_in_process(instance=instance).success
-    finally:
-        for name in ("LLAVA_SENSING_INPUT_DIR", "LLAVA_SENSING_OUTPUT_DIR", "LLAVA_SENSING_NUM_EXAMPLES"):
-            os.environ.pop(name, None)
+    defs = build_definitions()
+    with DagsterInstance.get() as instance:
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(
+            asset_selection={defs.resolve_assets_def("chunked_json_exports").key})
+        assert job.execute_in_process(instance=instance).success
     assert exports(workspace) == cli
 
 
