@@ -201,7 +201,12 @@ def test_garbage_and_timeouts_beyond_the_failure_share_fail_the_partition(worksp
 
 
 def test_real_model_llm_and_hybrid(workspace, real_ollama):
-    """The real SmolLM2-135M through xllamacpp: contracts only (schema, filter, counts, cache), not prose."""
+    """The real SmolLM2-135M through xllamacpp: contracts only (schema, filter, counts, cache), not prose.
+
+    One file only: a 135M model gets every paragraph of some passages rejected (a contradiction with the
+    readings, second person), which fails that partition by design (see the tests below). The replies are
+    seeded, so for this file and this code the outcome is the same on every run."""
+    shutil.rmtree(workspace / "Novel" / "Travel_Novel")
     relaxed = ["--min-words", "40", "--max-words", "400", "--min-alignment", "0", "--confidence-threshold", "0.0",
                "--max-files", "1", "--num-examples", "2"]
     assert run(workspace, real_ollama, "llm", *relaxed) == 0  # seeded: the same replies on every run
