@@ -275,11 +275,18 @@ def example_problems(examples: pd.DataFrame, *, chunks: pd.DataFrame, sensors: p
     (``style_labels``); its id is ``<file stem>_<chunk index>``, unique, and the row's; its mode is the run's; in
     ``simple`` and ``hybrid`` modes its target is the chunk's text, in ``llm`` mode a non-empty paragraph."""
     problems = []
-    text_of = dict(zip(chunks["chunk_index"].tolist(), chunks["text"]))
+    # Only the rows of the examples' chunks are read (a file has many more chunks than examples).
+    wanted = set(pd.to_numeric(examples["chunk_index"]).tolist())
+
+    def rows_of(table: pd.DataFrame) -> pd.DataFrame:
+        return table[table["chunk_index"].isin(wanted)]
+
+    chunks, sensors, features, styles = map(rows_of, (chunks, sensors, features, styles))
+    text_of = dict(zip(chunks["chunk_index"].tolist(), chunks["text"].tolist()))
     span_of = dict(zip(chunks["chunk_index"].tolist(), zip(chunks["char_start"].tolist(), chunks["char_end"].tolist())))
     sensor_of = {int(row.chunk_index): row for row in sensors.itertuples(index=False)}
     labels_of = {int(row.chunk_index): row for row in features.itertuples(index=False)}
-    style_of = dict(zip(styles["chunk_index"].tolist(), styles["literary_style"]))
+    style_of = dict(zip(styles["chunk_index"].tolist(), styles["literary_style"].tolist()))
     for id_, n in Counter(examples["id"]).items():
         if n > 1:
             problems.append(f"{id_}: {n} examples share this id")
