@@ -418,13 +418,15 @@ def add_eval_labels_parser(sub) -> None:
                     help="simple: the rule analyzer; hybrid: the LLM analyzer, its gaps filled from trustworthy rule "
                          "labels")
     ev.add_argument("--split", choices=["heldout", "dev", "all"], default="heldout",
-                    help="heldout: round 2, the 400 passages never used to design or fit the rules (default); dev: "
-                         "round 1, the 340 they were designed and fitted on; all: both")
+                    help="heldout: rounds 2 and 3, the 700 passages drawn after the rules were frozen, never used to "
+                         "design or fit them (default); dev: round 1, the 340 they were designed and fitted on; all: "
+                         "the three rounds")
     ev.add_argument("--cv", action="store_true",
                     help="instead: fit the rules' per-field decisions on dev and print their expected quality by "
                          "leave-one-book-out cross-validation (the figures the fit gives must be the analyzer's)")
     ev.add_argument("--data", default=None,
-                    help="folder with passages.json and labels.json, and round2/ (default: the bundled set)")
+                    help="folder with passages.json and labels.json (round 1), and round2/ and round3/ (default: the "
+                         "bundled set)")
     ev.add_argument("--limit", type=_positive, default=None, help="only the first N passages of the split")
     ev.add_argument("--json", dest="json_path", default=None, help="also write the figures as JSON to this file")
     ev.add_argument("--seed", type=int, default=42, help="seed of the LLM requests (default: 42)")

@@ -1,9 +1,9 @@
 """Measuring environment labels against the hand-labelled evaluation set (``llava-sensing eval-labels``).
 
-The set (``llava_sensing_pipeline_tests/data/label_eval``): ``passages.json``, 340 random chunks of the 14 corpus books
-cut as the pipeline cuts them, each in the ``dev`` split (136, which the rule analyzer was tuned on) or the
-``heldout`` split (204, never used for tuning); ``labels.json``, the adjudicated labels of two independent
-annotators who followed ``GUIDE.md``.
+The set (``llava_sensing_pipeline_tests/data/label_eval``, its README): three rounds of random chunks of the 14 corpus
+books, cut as the pipeline cuts them, each labelled by two independent annotators who followed ``GUIDE.md`` and
+adjudicated where they disagreed. Round 1 (340 passages) is the ``dev`` split, which the rule analyzer's decisions
+were designed and fitted on; rounds 2 and 3 (400 + 300, drawn after the rules were frozen) are ``heldout``.
 
 Per field, over the passages of a split:
 
@@ -34,9 +34,12 @@ import numpy as np
 EVAL_FIELDS: tuple[str, ...] = ("weather", "time_of_day", "location", "movement", "temperature_hint")
 SPLITS: tuple[str, ...] = ("heldout", "dev", "all")
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "llava_sensing_pipeline_tests" / "data" / "label_eval"
-ROUND2 = "round2"  # the held-out set's folder inside the data folder
-SPLIT_NAMES: dict[str, str] = {"heldout": "round 2, held out", "dev": "round 1, designed and fitted on",
-                               "all": "rounds 1 and 2"}
+# The rounds' folders inside the data folder: round 1 at its root, then round2/ and round3/. The rule decisions were
+# designed and fitted on round 1 (``dev``) and frozen before rounds 2 and 3 were drawn (``heldout``, never tuned on).
+ROUNDS: tuple[str, ...] = ("", "round2", "round3")
+SPLIT_ROUNDS: dict[str, tuple[str, ...]] = {"dev": ("",), "heldout": ("round2", "round3"), "all": ROUNDS}
+SPLIT_NAMES: dict[str, str] = {"heldout": "rounds 2 and 3, held out", "dev": "round 1, designed and fitted on",
+                               "all": "rounds 1 to 3"}
 CALIBRATION_BINS: tuple[float, ...] = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001)
 BOOTSTRAP_RESAMPLES = 2000
 Z95 = 1.959964
@@ -48,42 +51,58 @@ Z95 = 1.959964
 def _round_dirs(data_dir: str | Path, split: str) -> list[Path]:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    root = Path(data_dir)
-    return {"dev": [root], "heldout": [root / ROUND2], "all": [root, root / ROUND2]}[split]
+    return [Path(data_dir) / name for name in SPLIT_ROUNDS[split]]
 
 
 def load_passages(data_dir: str | Path = DEFAULT_DATA_DIR, split: str = "all") -> list[dict]:
     """The passages of ``split``, in file order: ``dev`` is round 1 (``passages.json``, the 340 passages the rule
-    decisions were designed and fitted on), ``heldout`` is round 2 (``round2/passages.json``, measured once), ``all``
-    both. Raises FileNotFoundError when a round is missing."""
+    decisions were designed and fitted on), ``heldout`` rounds 2 and 3 (``round2/`` and ``round3/passages.json``, 700
+    passages never tuned on), ``all`` the three. Raises FileNotFoundError when a round is missing."""
     passages: list[dict] = []
     for folder in _round_dirs(data_dir, split):
         path = folder / "passages.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: the {'held-out' if folder.name == ROUND2 else 'dev'} set "
-                                    f"is missing")
+            raise FileNotFoundError(f"{path} not found: the {'dev' if folder == Path(data_dir) else 'held-out'} "
+                                    "set is missing")
         passages += json.loads(path.read_text(encoding="utf-8"))
     return passages
 
 
+def cohen_kappa(first: Sequence[str], second: Sequence[str]) -> float:
+    """Cohen's kappa of two annotators' labels of the same items (1.0 when chance agreement is already total)."""
+    n = len(first)
+    observed = sum(a == b for a, b in zip(first, second)) / n
+    counts_1, counts_2 = Counter(first), Counter(second)
+    chance = sum(counts_1[label] * counts_2[label] for label in counts_1) / (n * n)
+    return 1.0 if chance == 1 else (observed - chance) / (1 - chance)
+
+
 def load_agreement(data_dir: str | Path = DEFAULT_DATA_DIR, split: str = "dev") -> dict[str, dict]:
-    """The two annotators' agreement per field as the split's ``labels.json`` records it (raw agreement, Cohen's
-    kappa); empty for ``all`` or when not recorded."""
-    if split == "all":
+    """The two annotators' agreement per field over the passages of ``split`` (raw agreement and Cohen's kappa),
+    computed from both annotations each round's ``labels.json`` keeps; empty when they are not recorded."""
+    rows: list[dict] = []
+    for folder in _round_dirs(data_dir, split):
+        path = folder / "labels.json"
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        rows += data.get("passages", []) if isinstance(data, dict) else data
+    pairs = [(r["annotator_1"], r["annotator_2"]) for r in rows if "annotator_1" in r and "annotator_2" in r]
+    if not pairs:
         return {}
-    path = _round_dirs(data_dir, split)[0] / "labels.json"
-    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    agreement = data.get("agreement", {}) if isinstance(data, dict) else {}
-    return dict(agreement) if isinstance(agreement, list) else agreement
+    out = {}
+    for name in EVAL_FIELDS:
+        first, second = [a[name] for a, _ in pairs], [b[name] for _, b in pairs]
+        out[name] = {"raw_agreement": round(sum(a == b for a, b in zip(first, second)) / len(pairs), 3),
+                     "cohen_kappa": round(cohen_kappa(first, second), 3)}
+    return out
 
 
 def load_gold(data_dir: str | Path = DEFAULT_DATA_DIR) -> dict[str, dict]:
-    """The adjudicated hand labels by passage id, of both rounds (``labels.json``, ``round2/labels.json`` when
-    present); raises FileNotFoundError without round 1's."""
+    """The adjudicated hand labels by passage id, of every round present (``labels.json``, ``round2/labels.json``,
+    ``round3/labels.json``); raises FileNotFoundError without round 1's."""
     gold: dict[str, dict] = {}
-    for folder in (Path(data_dir), Path(data_dir) / ROUND2):
-        path = folder / "labels.json"
-        if folder.name == ROUND2 and not path.is_file():
+    for name in ROUNDS:
+        path = Path(data_dir) / name / "labels.json"
+        if name and not path.is_file():
             continue
         rows = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(rows, dict):

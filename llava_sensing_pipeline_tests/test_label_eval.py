@@ -2,14 +2,16 @@
 eval-labels``.
 
 Round 1 (340 passages, ``dev``) is what the rules were designed on and their per-field decisions fitted on, with
-leave-one-book-out cross-validation; round 2 (400 new passages, two new annotators, ``heldout``) was measured once,
-after the rules were frozen. The issue's targets are precision >= 0.85 for every field where a label is given and
-recall >= 0.5 for weather, time of day and location; the figures are in the README. Quality is checked on round 2:
+leave-one-book-out cross-validation; rounds 2 and 3 (400 + 300 new passages, each labelled by two new annotators,
+``heldout``) were drawn after the rules were frozen and never tuned on. The issue's targets are precision >= 0.85 for
+every field where a label is given and recall >= 0.5 for weather, time of day and location; the figures are in the
+README. Quality is checked on the held-out rounds:
 
 - the labels must beat the trivial baselines: precision above the majority label's for every labelled field,
   accuracy at least always answering "unknown", and F1 above the majority label's for weather and time of day
   (location's recall is too low for that: it is labelled only on heavy evidence);
-- the issue's targets, which round 2 does not meet (weather precision 0.36, time of day 0.58, location 0.67): a
+- the issue's targets, which the held-out rounds do not meet (precision: weather 0.52, time of day 0.57, location
+  0.72): a
   strict expected failure, so it turns into a failure as soon as the rules reach them, and the marker must then go.
 
 The rule decisions in environment/rules.py must be what the cross-validated fit on round 1 gives.
@@ -31,13 +33,21 @@ CONTEXT = ("weather", "time_of_day", "location")
 def test_the_sets_have_a_hand_label_for_every_passage_in_the_vocabularies():
     dev, heldout = label_eval.load_passages(split="dev"), label_eval.load_passages(split="heldout")
     gold = label_eval.load_gold()
-    assert len(dev) == 340 and len(heldout) == 400 and len(label_eval.load_passages(split="all")) == 740
-    assert {p["id"] for p in dev + heldout} == set(gold) and not {p["id"] for p in dev} & {p["id"] for p in heldout}
+    assert len(dev) == 340 and len(heldout) == 700 and len(label_eval.load_passages(split="all")) == 1040
+    assert len({p["id"] for p in dev + heldout}) == 1040 and {p["id"] for p in dev + heldout} == set(gold)
     assert len({label_eval.book_of(p) for p in dev}) == 14
     for row in gold.values():
         for name in label_eval.EVAL_FIELDS:
             assert row[name] in VOCABULARY[name], (row["id"], name)
-    assert set(label_eval.load_agreement(split="heldout")) == set(label_eval.EVAL_FIELDS)
+    agreement = label_eval.load_agreement(split="heldout")
+    assert set(agreement) == set(label_eval.EVAL_FIELDS) and min(a["cohen_kappa"] for a in agreement.values()) > 0.8
+
+
+def test_cohen_kappa():
+    assert label_eval.cohen_kappa(["a", "b", "a", "b"], ["a", "b", "a", "b"]) == 1.0
+    assert label_eval.cohen_kappa(["a", "a", "b", "b"], ["a", "b", "a", "b"]) == 0.0  # agreement by chance only
+    assert label_eval.cohen_kappa(["u", "u", "u"], ["u", "u", "u"]) == 1.0
+    assert label_eval.cohen_kappa(["a", "a", "a", "b"], ["a", "a", "b", "b"]) == pytest.approx(0.5)
 
 
 def test_missing_round_is_a_clear_error(tmp_path):
@@ -109,7 +119,7 @@ def _heldout_report() -> dict:
     return label_eval.evaluate(passages, label_eval.rule_predictions(passages), label_eval.load_gold())
 
 
-def test_rule_labels_on_round_2_beat_the_trivial_baselines():
+def test_rule_labels_on_the_held_out_rounds_beat_the_trivial_baselines():
     report = _heldout_report()
     for name, f in report["fields"].items():
         baselines = f["baselines"]
@@ -120,8 +130,8 @@ def test_rule_labels_on_round_2_beat_the_trivial_baselines():
             assert f["f1"] > baselines["majority"]["f1"], name
 
 
-@pytest.mark.xfail(strict=True, reason="the rules do not reach the issue's targets on round 2 (README, Label quality)")
-def test_rule_labels_on_round_2_meet_the_targets():
+@pytest.mark.xfail(strict=True, reason="the rules do not reach the issue's targets on the held-out rounds (README, Label quality)")
+def test_rule_labels_on_the_held_out_rounds_meet_the_targets():
     report = _heldout_report()
     for name, f in report["fields"].items():
         if f["given"]:
@@ -134,7 +144,7 @@ def test_eval_labels_prints_figures_baselines_confusion_and_calibration(tmp_path
     out = tmp_path / "report.json"
     assert main(["eval-labels", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "split heldout (round 2, held out), 400 passages" in text and "rules (simple mode)" in text
+    assert "split heldout (rounds 2 and 3, held out), 700 passages" in text and "rules (simple mode)" in text
     for needle in ("precision [95% CI]", "baselines", "always unknown", "confusion", "calibration", *CONTEXT):
         assert needle in text, needle
     report = json.loads(out.read_text(encoding="utf-8"))

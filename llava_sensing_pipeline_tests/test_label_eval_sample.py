@@ -9,10 +9,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pytest
+from llava_sensing_pipeline_tests.support.needs import corpus_dir, require_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
+CORPUS = corpus_dir()
 DATA = Path(__file__).parent / "data" / "label_eval"
 SCRIPT = REPO / "scripts" / "build_label_eval_sample.py"
 FIELDS = ["id", "source_path", "chunk_index", "char_start", "char_end", "split", "text"]
@@ -64,8 +64,8 @@ def test_batches_are_the_two_halves_with_id_and_text_only():
         assert Counter(p["split"] for p in half) == {"dev": 68, "heldout": 102}
 
 
-@pytest.mark.skipif(not (CORPUS / "MANIFEST.tsv").is_file(), reason=f"sample corpus absent at {CORPUS}")
 def test_script_rebuilds_the_committed_files_byte_for_byte():
+    require_corpus()
     script = _script()
     files = script.render(script.draw(script.load_books(CORPUS)))
     assert sorted(files) == ["batches/part1.jsonl", "batches/part2.jsonl", "passages.json"]
@@ -73,8 +73,8 @@ def test_script_rebuilds_the_committed_files_byte_for_byte():
         assert (DATA / rel).read_bytes() == data, f"{rel} is out of date: rerun {SCRIPT.name}"
 
 
-@pytest.mark.skipif(not (CORPUS / "MANIFEST.tsv").is_file(), reason=f"sample corpus absent at {CORPUS}")
 def test_passages_are_the_pipeline_chunks():
+    require_corpus()
     from llava_sensing_pipeline.text import chunk_text, read_novel
 
     by_book: dict[str, list[dict]] = {}
@@ -101,3 +101,21 @@ def test_guide_lists_every_value_of_the_annotated_fields():
         assert f"### {name} — " in guide, name
         for value in VOCABULARY[name]:
             assert f"`{value}`" in guide, (name, value)
+
+
+def test_round_3_is_the_seeded_draw_of_unseen_chunks(tmp_path):
+    """Round 3 is what scripts/draw_label_eval_round.py draws from the corpus, excluding rounds 1 and 2."""
+    require_corpus()
+    spec = importlib.util.spec_from_file_location("draw_label_eval_round", REPO / "scripts" / "draw_label_eval_round.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--round", "3", "--seed", "20261202", "--size", "300", "--corpus", str(CORPUS),
+                        "--exclude", str(DATA / "passages.json"), "--exclude", str(DATA / "round2" / "passages.json"),
+                        "--out", str(tmp_path)]) == 0
+    drawn = json.loads((tmp_path / "passages.json").read_text(encoding="utf-8"))
+    committed = json.loads((DATA / "round3" / "passages.json").read_text(encoding="utf-8"))
+    assert [{k: v for k, v in p.items() if k != "opaque_id"} for p in drawn] == committed
+    earlier = {p["id"] for p in _passages()} | {p["id"] for p in json.loads(
+        (DATA / "round2" / "passages.json").read_text(encoding="utf-8"))}
+    assert not earlier & {p["id"] for p in committed}
+    assert set(Counter(p["source_path"] for p in committed).values()) <= {21, 22}

@@ -11,8 +11,8 @@ from .vocabulary import ENV_FIELDS, LABEL_SYNONYMS, VOCABULARY
 
 # The precision bar for filling an LLM's gap with a rule label: 0.85, the precision the rules aim at. A field is
 # listed here, with the least rule confidence (rules.field_confidence) to take, only once its rule labels have been
-# measured at that precision on the held-out set of the label-evaluation set (round 2, ``llava-sensing eval-labels``).
-# None is today (README, "Label quality": 0.36-0.67 on round 2), so an LLM's gaps stay "unknown".
+# measured at that precision on the held-out rounds of the label-evaluation set (rounds 2 and 3, ``llava-sensing
+# eval-labels``). None is today (README, "Label quality": 0.52-0.72 on them), so an LLM's gaps stay "unknown".
 PRECISION_BAR = 0.85
 RULE_FILL_MIN_CONFIDENCE: dict[str, float] = {}
 
