@@ -27,12 +27,9 @@ from dagster import (
     AssetPartitionStatus,
     DagsterEventType,
     DagsterInstance,
+    DataProvenance,
+    DataVersion,
     RunsFilter,
-)
-from dagster._core.definitions.data_version import (  # how Dagster records and reads data versions and provenance
-    DATA_VERSION_TAG,
-    extract_data_provenance_from_entry,
-    extract_data_version_from_entry,
 )
 
 from .partitions import PARTITIONS_NAME, NovelFile, registered_keys
@@ -44,6 +41,19 @@ EXPORT_KEY = AssetKey("chunked_json_exports")
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"  # run tags
 EXPORTED_PARTITIONS = "partitions"  # the export's metadata: the partition keys it covered
 FAILED_PARTITIONS = "failed_partitions"  # a failed step's, and the export's, metadata: partition -> reason / keys
+# The event tag Dagster records a data version under (an observation reported with it gives the asset that version).
+DATA_VERSION_TAG = "dagster/data_version"
+
+
+def data_version_of(entry) -> DataVersion | None:
+    """The data version an event log entry records, if any."""
+    value = (entry.tags or {}).get(DATA_VERSION_TAG)
+    return None if value is None else DataVersion(value)
+
+
+def provenance_of(entry) -> DataProvenance | None:
+    """The provenance (code version, input data versions) a materialization records, if any."""
+    return DataProvenance.from_tags(entry.tags or {})
 
 
 def file_sha256(path: Path) -> str:
@@ -137,13 +147,13 @@ def _dep_updated(instance: DagsterInstance, provenance, dep: AssetKey, key: str,
     """Dagster's rule for a partitioned input (``CachingStaleStatusResolver._is_dep_updated``): the input has a
     record after the one the materialization read (its event pointer) whose data version differs from that one's."""
     cursor = provenance.input_storage_ids.get(dep)
-    now = extract_data_version_from_entry(latest.event_log_entry)
+    now = data_version_of(latest.event_log_entry)
     if cursor is None:
         return provenance.input_data_versions.get(dep) != now
     if latest.storage_id <= cursor:
         return False
     before = instance.get_latest_data_version_record(dep, dep == SOURCE_KEY, key, before_cursor=cursor + 1)
-    return (extract_data_version_from_entry(before.event_log_entry) if before else None) != now
+    return (data_version_of(before.event_log_entry) if before else None) != now
 
 
 def out_of_date(instance: DagsterInstance, asset_graph, keys: Sequence[str]) -> dict[str, OutOfDate]:
@@ -164,7 +174,7 @@ def out_of_date(instance: DagsterInstance, asset_graph, keys: Sequence[str]) -> 
             if record is None:
                 reasons[key] = OutOfDate(f"{name} missing", i)
                 break
-            provenance = extract_data_provenance_from_entry(record.event_log_entry)
+            provenance = provenance_of(record.event_log_entry)
             node = asset_graph.get(asset)
             causes = []
             if provenance is None:
@@ -256,7 +266,7 @@ def export_out_of_date(instance: DagsterInstance, asset_graph, keys: Sequence[st
     if not records:
         return "chunked_json_exports missing"
     record = records[0]
-    provenance = extract_data_provenance_from_entry(record.event_log_entry)
+    provenance = provenance_of(record.event_log_entry)
     if provenance is None or provenance.code_version != asset_graph.get(EXPORT_KEY).code_version:
         return "chunked_json_exports has a new code version (code or export settings changed)"
     meta = record.asset_materialization.metadata
