@@ -364,7 +364,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from dagster import AssetKey, DagsterInstance
 
     from .definitions import build_definitions
-    from .partitions import genre_of, latest_materializations, registered_keys
+    from .partitions import genre_of, latest_records, registered_keys
     from .planning import out_of_date, partition_states
 
     defs = build_definitions()
@@ -373,7 +373,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         states = partition_states(instance, keys)
         stale = out_of_date(instance, defs.resolve_asset_graph(), keys)
         examples = {k: {m: v.value for m, v in r.asset_materialization.metadata.items()}
-                    for k, r in latest_materializations(instance, AssetKey("generated_examples"), keys).items()}
+                    for k, r in latest_records(instance, AssetKey("generated_examples"), keys).items()}
     if not keys:
         print("no partitions registered yet: run `llava-sensing generate` (or start the sensor in the UI)")
         return 0

@@ -32,7 +32,7 @@ from dagster import (
     RunsFilter,
 )
 
-from .partitions import PARTITIONS_NAME, NovelFile, registered_keys
+from .partitions import PARTITIONS_NAME, NovelFile, latest_records, registered_keys
 
 SOURCE_KEY = AssetKey("novel_sources")
 PER_FILE_KEYS = [AssetKey(name) for name in (
@@ -66,15 +66,8 @@ def file_sha256(path: Path) -> str:
 
 def recorded_source_versions(instance: DagsterInstance, keys: Sequence[str]) -> dict[str, str]:
     """Partition -> the data version of its latest ``novel_sources`` observation."""
-    ids = instance.get_latest_storage_id_by_partition(SOURCE_KEY, DagsterEventType.ASSET_OBSERVATION)
-    wanted = {ids[k]: k for k in keys if k in ids}
-    if not wanted:
-        return {}
-    from dagster import AssetRecordsFilter
-
-    records = instance.fetch_observations(AssetRecordsFilter(asset_key=SOURCE_KEY, storage_ids=list(wanted)),
-                                          limit=len(wanted)).records
-    return {r.partition_key: (r.event_log_entry.tags or {}).get(DATA_VERSION_TAG, "") for r in records}
+    return {key: (r.event_log_entry.tags or {}).get(DATA_VERSION_TAG, "")
+            for key, r in latest_records(instance, SOURCE_KEY, keys, observations=True).items()}
 
 
 @dataclass
@@ -128,21 +121,6 @@ class OutOfDate(str):
         return value
 
 
-def _latest_records(instance: DagsterInstance, asset: AssetKey, keys: Sequence[str]) -> dict:
-    """Partition -> the record of the latest materialization (observation for ``novel_sources``) of ``asset``, for
-    the ``keys`` that have one: two queries whatever the number of partitions."""
-    from dagster import AssetRecordsFilter
-
-    event = DagsterEventType.ASSET_OBSERVATION if asset == SOURCE_KEY else DagsterEventType.ASSET_MATERIALIZATION
-    ids = instance.get_latest_storage_id_by_partition(asset, event)
-    wanted = [ids[k] for k in keys if k in ids]
-    if not wanted:
-        return {}
-    fetch = instance.fetch_observations if asset == SOURCE_KEY else instance.fetch_materializations
-    records = fetch(AssetRecordsFilter(asset_key=asset, storage_ids=wanted), limit=len(wanted)).records
-    return {r.partition_key: r for r in records}
-
-
 def _dep_updated(instance: DagsterInstance, provenance, dep: AssetKey, key: str, latest) -> bool:
     """Dagster's rule for a partitioned input (``CachingStaleStatusResolver._is_dep_updated``): the input has a
     record after the one the materialization read (its event pointer) whose data version differs from that one's."""
@@ -165,7 +143,8 @@ def out_of_date(instance: DagsterInstance, asset_graph, keys: Sequence[str]) -> 
     latest records are read in batches, a few queries for any number of partitions (the resolver reads them one
     partition and asset at a time, about 30 ms a pair); ``test_planning`` checks that both agree."""
     keys = list(keys)
-    latest = {asset: _latest_records(instance, asset, keys) for asset in [SOURCE_KEY, *PER_FILE_KEYS]}
+    latest = {asset: latest_records(instance, asset, keys, observations=asset == SOURCE_KEY)
+              for asset in [SOURCE_KEY, *PER_FILE_KEYS]}
     reasons: dict[str, OutOfDate] = {}
     for key in keys:
         for i, asset in enumerate(PER_FILE_KEYS):

@@ -191,7 +191,7 @@ def test_a_windows_1252_novel_keeps_its_quotes_and_records_its_encoding(tmp_path
 
     from dagster import AssetKey, DagsterInstance
 
-    from llava_sensing_pipeline.partitions import latest_materializations
+    from llava_sensing_pipeline.partitions import latest_records
 
     text = (REPO / "Novel" / "Modernist_Novel" / "A902_A_Room_Facing_North.txt").read_text(encoding="utf-8-sig")
     assert "The room faced north, and so it never had the sun." in text
@@ -215,7 +215,7 @@ def test_a_windows_1252_novel_keeps_its_quotes_and_records_its_encoding(tmp_path
     assert any("\u201cThe room faced north,\u201d she said, \u2018and so\u2019 it never" in t for t in chunks)
     with DagsterInstance.get() as instance:
         key = "Modernist_Novel/A902_A_Room_Facing_North"
-        [record] = latest_materializations(instance, AssetKey("novel_files"), [key]).values()
+        [record] = latest_records(instance, AssetKey("novel_files"), [key]).values()
     assert record.asset_materialization.metadata["encoding"].value == "cp1252"
 
 

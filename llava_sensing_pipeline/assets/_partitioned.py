@@ -38,7 +38,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from ..checks import MAX_LISTED, summary
 from ..io_managers import PartitionTables
 from ..ollama_resource import OllamaUnavailable
-from ..partitions import latest_materializations
+from ..partitions import latest_records
 from ..planning import FAILED_PARTITIONS
 from ..progress import report_progress
 from ..text import NovelReadError
@@ -93,7 +93,7 @@ def _targets(instance, asset_key: AssetKey,
     """The latest materialization of each partition, which each evaluation refers to (so the UI shows it current)."""
     return {key: AssetCheckEvaluationTargetMaterializationData(storage_id=r.storage_id, run_id=r.run_id,
                                                                timestamp=r.timestamp)
-            for key, r in latest_materializations(instance, asset_key, keys).items()}
+            for key, r in latest_records(instance, asset_key, keys).items()}
 
 
 @dataclass

@@ -21,7 +21,7 @@ from ..curation import Deduplicator, plan_splits
 from ..dataset_card import corpus_manifest, input_licence_note, write_dataset_card
 from ..export import order_examples, select_examples, write_export
 from ..generation import allocate_quotas
-from ..partitions import discover_novels, latest_materializations, registered_keys, relative_path_for
+from ..partitions import discover_novels, latest_records, registered_keys, relative_path_for
 from ..planning import EXPORTED_PARTITIONS, FAILED_PARTITIONS, failure_reasons, partition_states
 from ..settings import PipelineSettings
 from .generation import USABLE_NOTE_KEY
@@ -49,7 +49,7 @@ def usable_notes(instance, keys: list[str]) -> dict[str, str]:
     """Each partition's note on its usable passages, from its latest ``generated_examples`` materialization."""
     if not keys:
         return {}
-    records = latest_materializations(instance, AssetKey("generated_examples"), keys)
+    records = latest_records(instance, AssetKey("generated_examples"), keys)
     notes = {}
     for key, record in records.items():
         value = record.asset_materialization.metadata.get(USABLE_NOTE_KEY) if record.asset_materialization else None
