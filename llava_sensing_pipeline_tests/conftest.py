@@ -14,10 +14,14 @@ Ollama test servers (see ``llava_sensing_pipeline_tests.support.ollama_test_serv
 - ``scripted_ollama`` (function): a fresh scripted-backend server (no model), echo replies
   until the test calls ``set_script(...)``.
 
+``workspace`` (function): a copy of the bundled ``Novel/`` in ``tmp_path`` with its own ``DAGSTER_HOME``, storage and
+LLM cache, as the current folder.
+
 ``postgres_server`` (session): a throwaway PostgreSQL server on loopback (``support/postgres.py``) with an empty
 database ``dagster_test``; tests that need a database of their own call ``create_database(name)``.
 """
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +31,24 @@ from llava_sensing_pipeline_tests.support import postgres
 from llava_sensing_pipeline_tests.support.model_fetch import ensure_test_model
 from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer
 from llava_sensing_pipeline_tests.support.needs import require, require_corpus  # noqa: F401  (re-exported)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    """A working folder with a copy of the bundled ``Novel/`` samples and its own ``DAGSTER_HOME``, per-partition
+    storage and LLM cache, as the current folder; none of the settings' environment variables set."""
+    shutil.copytree(REPO / "Novel", tmp_path / "Novel", ignore=shutil.ignore_patterns("*.md"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "storage"))
+    monkeypatch.setenv("LLAVA_SENSING_LLM_CACHE", str(tmp_path / "cache.sqlite"))
+    for name in ("LLAVA_SENSING_INPUT_DIR", "LLAVA_SENSING_OUTPUT_DIR", "LLAVA_SENSING_NUM_EXAMPLES",
+                 "LLAVA_SENSING_EXECUTOR", "OLLAMA_HOST", "OLLAMA_HOSTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

@@ -14,16 +14,6 @@ FORBIDDEN = ["*** START", "*** END", "Project Gutenberg", "PROJECT GUTENBERG", "
              "http://", "https://"]
 
 
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    corpus = tmp_path / "Novel"
-    shutil.copytree(REPO / "Novel", corpus, ignore=shutil.ignore_patterns("*.md"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "storage"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def generate(ws, *extra):
     return main(["generate", "--input-dir", str(ws / "Novel"), "--output-dir", str(ws / "out"), *extra])
 

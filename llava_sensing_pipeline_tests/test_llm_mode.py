@@ -9,7 +9,6 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
 
 from llava_sensing_pipeline.cli import main
 from llava_sensing_pipeline_tests.support.ollama_test_server import RequestError
@@ -68,16 +67,6 @@ def body_for(seed: int) -> str:
     rng = random.Random(seed)
     return " ".join(t.format(a=rng.choice(ADJECTIVES), a2=rng.choice(ADJECTIVES), n=rng.choice(NOUNS),
                              n2=rng.choice(NOUNS)) for t in TEMPLATES)
-
-
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    shutil.copytree(REPO / "Novel", tmp_path / "Novel", ignore=shutil.ignore_patterns("*.md"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "storage"))
-    monkeypatch.setenv("LLAVA_SENSING_LLM_CACHE", str(tmp_path / "cache.sqlite"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def run(ws, server, mode, *extra):

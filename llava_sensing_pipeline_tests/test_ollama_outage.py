@@ -11,13 +11,11 @@ import json
 import logging
 import re
 import shlex
-import shutil
 import sys
 import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from llava_sensing_pipeline.cli import main
 from llava_sensing_pipeline_tests.test_llm_mode import faithful_script
@@ -78,16 +76,6 @@ class TakeAway:
             self.at = time.monotonic()
             threading.Thread(target=self.action).start()
         return faithful_script(request)
-
-
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    shutil.copytree(REPO / "Novel", tmp_path / "Novel", ignore=shutil.ignore_patterns("*.md"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "storage"))
-    monkeypatch.setenv("LLAVA_SENSING_LLM_CACHE", str(tmp_path / "cache.sqlite"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def argv(ws, server, down_wait=DOWN_WAIT) -> list[str]:

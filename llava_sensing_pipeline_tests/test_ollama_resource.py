@@ -10,7 +10,6 @@ from llava_sensing_pipeline.ollama_resource import (
     OllamaDown,
     OllamaResource,
     OllamaUnavailable,
-    ResponseCache,
     is_outage,
     normalize_host,
     open_cache,

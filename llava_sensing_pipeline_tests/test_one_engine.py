@@ -10,25 +10,11 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 from dagster import DagsterEventType, DagsterInstance, SkipReason, build_sensor_context, evaluate_automation_conditions
 
 from llava_sensing_pipeline.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    corpus = tmp_path / "Novel"
-    shutil.copytree(REPO / "Novel", corpus, ignore=shutil.ignore_patterns("*.md"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "storage"))
-    for name in ("LLAVA_SENSING_INPUT_DIR", "LLAVA_SENSING_OUTPUT_DIR", "LLAVA_SENSING_NUM_EXAMPLES",
-                 "LLAVA_SENSING_EXECUTOR", "OLLAMA_HOST", "OLLAMA_HOSTS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def ui_settings(monkeypatch, ws) -> None:

@@ -1,7 +1,6 @@
 import pytest
 
 from llava_sensing_pipeline.partitions import (
-    PARTITIONS_NAME,
     discover_novels,
     genre_of,
     partition_key_for,

@@ -3,7 +3,6 @@
 import shutil
 from pathlib import Path
 
-import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from llava_sensing_pipeline.cli import main
@@ -26,16 +25,6 @@ def test_contiguous_ranges_split_on_gaps_and_length():
     assert contiguous_ranges(order, set(), 3) == []
     assert contiguous_ranges(order, {"c"}, 1) == [["c"]]
     assert contiguous_ranges(order, set(order), 10) == [order]
-
-
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    corpus = tmp_path / "Novel"
-    shutil.copytree(REPO / "Novel", corpus, ignore=shutil.ignore_patterns("*.md"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "storage"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def generate(ws, *extra):

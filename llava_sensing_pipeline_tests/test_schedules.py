@@ -15,7 +15,7 @@ from dagster import (
 
 from llava_sensing_pipeline.definitions import build_definitions
 from llava_sensing_pipeline.jobs import EXPORT_JOB, PER_FILE_JOB
-from llava_sensing_pipeline.partitions import PARTITIONS_NAME, discover_novels
+from llava_sensing_pipeline.partitions import discover_novels
 from llava_sensing_pipeline.planning import RANGE_END, RANGE_START, sync_sources
 from llava_sensing_pipeline.schedules import (
     CRON_ENV,
