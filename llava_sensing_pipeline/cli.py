@@ -515,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("generate", "backfill"):
+        from .progress import new_session
+
+        new_session()
         problem = validate_args(args)
         if problem:
             print(f"error: {problem}\nNothing was written.", file=sys.stderr)

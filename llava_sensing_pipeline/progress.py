@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 
@@ -17,6 +18,10 @@ from dagster import Field, InitLoggerContext, colored_console_logger, logger
 
 PREFIX = "progress: "
 _last: dict[str, float] = {}
+# Dagster's notices for the steps it skips after a failure: consequences of an error already shown, not news.
+SKIPPED_STEP = re.compile(r"^Dependencies for step \S+ (?:failed|were not executed)")
+COUNTER = re.compile(r" \[\d+/\d+\] ")  # "[4/6]": a step's position in its run, which differs between runs
+_shown: set[str] = set()
 
 
 def report_progress(context, step: str, done: int, total: int, started: float, what: str = "files",
@@ -30,6 +35,13 @@ def report_progress(context, step: str, done: int, total: int, started: float, w
     elapsed = now - started
     eta = elapsed / done * (total - done) if done else 0.0
     context.log.info(f"{PREFIX}{step} {done}/{total} {what}{note}, {elapsed:.0f} s, ETA {eta:.0f} s")
+
+
+def new_session() -> None:
+    """Forgets the progress reports and messages of an earlier command in this process (each CLI command starts
+    afresh)."""
+    _last.clear()
+    _shown.clear()
 
 
 def _original(record: logging.LogRecord) -> str:
@@ -46,7 +58,12 @@ class _ProgressHandler(logging.Handler):
         message = _original(record)
         meta = getattr(record, "dagster_meta", None)
         if record.levelno >= logging.WARNING and not (isinstance(meta, dict) and meta.get("dagster_event")):
-            # the steps' own warnings and errors, one line each (an Ollama outage, a file that failed), not Dagster's
+            # the steps' own warnings and errors, one line each (an Ollama outage, a file that failed), not Dagster's;
+            # each once per process (a failed range run and the run that isolates the failed file report it alike)
+            key = f"{record.levelname}:{COUNTER.sub(' ', message)}"
+            if SKIPPED_STEP.match(message) or key in _shown:
+                return
+            _shown.add(key)
             line = f"  {record.levelname.lower()}: {message}"
             sys.stderr.write(("\n" if self.tty else "") + line + "\n")
             sys.stderr.flush()
