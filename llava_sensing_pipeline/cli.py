@@ -126,13 +126,9 @@ def validate_args(args: argparse.Namespace) -> str | None:
         return f"--ollama-down-wait: must be a number of seconds, 0 or more, got {args.ollama_down_wait}"
     if args.max_retries < 0:
         return f"--max-retries: must be 0 or more, got {args.max_retries}"
-    root = Path(args.input_dir)
-    if not root.exists():
-        return (f"--input-dir {args.input_dir}: no such folder; pass the folder that holds Modernist_Novel/ and "
-                "Travel_Novel/ sub-folders of .txt files")
-    if not root.is_dir():
-        return (f"--input-dir {args.input_dir}: is a file, not a folder; pass the folder that holds "
-                "Modernist_Novel/ and Travel_Novel/ sub-folders of .txt files")
+    problem = input_dir_problem(args.input_dir)
+    if problem:
+        return problem
     out = Path(args.output_dir)
     if "://" not in args.output_dir and out.exists() and not out.is_dir():
         return f"--output-dir {args.output_dir}: is a file, not a folder; pass a folder for the export"
@@ -153,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--failed", action="store_true", help="only partitions that failed or were never materialized")
     status = sub.add_parser("status", help="a table of partitions: last state, up to date or why not, examples")
     status.add_argument("--genre", help="only this genre folder")
+    status.add_argument("--input-dir", default=None,
+                        help="only the files of this folder, new ones included (default: every registered partition, "
+                             "whichever folder it came from)")
     prune = sub.add_parser("prune", help="delete the partitions whose file is gone from --input-dir (never done "
                                          "implicitly: several corpora can share one DAGSTER_HOME)")
     prune.add_argument("--input-dir", default="Novel", help="the corpus whose files are kept (default: Novel)")
@@ -358,22 +357,47 @@ def backfill_targets(args: argparse.Namespace, files, instance) -> list[str]:
     return keys
 
 
+def input_dir_problem(input_dir: str) -> str | None:
+    """Why ``input_dir`` cannot be read as a corpus folder, or None."""
+    root = Path(input_dir)
+    if not root.exists():
+        return (f"--input-dir {input_dir}: no such folder; pass the folder that holds Modernist_Novel/ and "
+                "Travel_Novel/ sub-folders of .txt files")
+    if not root.is_dir():
+        return (f"--input-dir {input_dir}: is a file, not a folder; pass the folder that holds "
+                "Modernist_Novel/ and Travel_Novel/ sub-folders of .txt files")
+    return None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    """A table of the registered partitions: last state, whether Dagster sees them up to date, and figures."""
+    """A table of the registered partitions (of one input folder's files with ``--input-dir``, its files not yet
+    registered included): last state, whether Dagster sees them up to date, and figures."""
+    problem = args.input_dir and input_dir_problem(args.input_dir)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     ensure_dagster_home()
     from dagster import AssetKey, DagsterInstance
 
     from .definitions import build_definitions
-    from .partitions import genre_of, latest_records, registered_keys
+    from .partitions import discover_novels, genre_of, latest_records, registered_keys
     from .planning import out_of_date, partition_states
 
     defs = build_definitions()
     with DagsterInstance.get() as instance:
         keys = [k for k in registered_keys(instance) if not args.genre or genre_of(k) == args.genre]
+        new: list[str] = []
+        if args.input_dir:
+            present = [f.key for f in discover_novels(args.input_dir)
+                       if not args.genre or genre_of(f.key) == args.genre]
+            new = [k for k in present if k not in set(keys)]
+            keys = [k for k in keys if k in set(present)]
         states = partition_states(instance, keys)
         stale = out_of_date(instance, defs.resolve_asset_graph(), keys)
         examples = {k: {m: v.value for m, v in r.asset_materialization.metadata.items()}
                     for k, r in latest_records(instance, AssetKey("generated_examples"), keys).items()}
+    states.update({k: "not registered" for k in new})
+    keys = keys + new
     if not keys:
         print("no partitions registered yet: run `llava-sensing generate` (or start the sensor in the UI)")
         return 0
@@ -382,10 +406,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     for key in sorted(keys):
         ex = examples.get(key, {})
         print(f"{key:<{width}}  {states[key]:<12}  {ex.get('chunks', '-')!s:>7}  {ex.get('candidates', '-')!s:>10}  "
-              f"{ex.get('accepted', '-')!s:>8}  {'no: ' + stale[key] if key in stale else 'yes'}")
+              f"{ex.get('accepted', '-')!s:>8}  "
+              f"{'no: ' + stale[key] if key in stale else 'no: a new file' if key in new else 'yes'}")
     counts = {s: list(states.values()).count(s) for s in sorted(set(states.values()))}
-    print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {len(stale)} not up to date for the current "
-          "settings (see why above; `llava-sensing generate` redoes them)")
+    print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {len(stale) + len(new)} not up to date for "
+          "the current settings (see why above; `llava-sensing generate` does them)")
     return 0
 
 

@@ -152,6 +152,22 @@ def test_status_and_backfill_failed_only(workspace, capsys):
     assert "7 materialized" in capsys.readouterr().out
 
 
+def test_status_of_one_input_folder_lists_its_new_files_too(workspace, capsys):
+    assert generate(workspace, "--num-examples", "12") == 0
+    other = workspace / "Other" / "Travel_Novel"
+    other.mkdir(parents=True)
+    shutil.copy(next((workspace / "Novel" / "Travel_Novel").glob("B901*.txt")), other / "B950_Elsewhere.txt")
+    capsys.readouterr()
+    assert main(["status", "--input-dir", str(workspace / "Other")]) == 0
+    out = capsys.readouterr().out
+    assert "Travel_Novel/B950_Elsewhere" in out and "not registered" in out and "Modernist_Novel" not in out
+    assert main(["status", "--input-dir", str(workspace / "Novel")]) == 0
+    out = capsys.readouterr().out
+    assert "B950" not in out and "6 materialized" in out
+    assert main(["status", "--input-dir", str(workspace / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
 def test_backfill_one_genre(workspace, capsys):
     assert generate(workspace, "--num-examples", "12") == 0
     capsys.readouterr()
