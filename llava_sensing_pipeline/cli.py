@@ -390,8 +390,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.input_dir:
             present = [f.key for f in discover_novels(args.input_dir)
                        if not args.genre or genre_of(f.key) == args.genre]
-            new = [k for k in present if k not in set(keys)]
-            keys = [k for k in keys if k in set(present)]
+            registered, wanted = set(keys), set(present)
+            new = [k for k in present if k not in registered]
+            keys = [k for k in keys if k in wanted]
         states = partition_states(instance, keys)
         stale = out_of_date(instance, defs.resolve_asset_graph(), keys)
         examples = {k: {m: v.value for m, v in r.asset_materialization.metadata.items()}
