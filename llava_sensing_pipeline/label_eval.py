@@ -476,6 +476,16 @@ def rule_decisions_in_use() -> dict[str, dict]:
     return out
 
 
+def _calibration_lines(rows: Sequence[dict]) -> list[str]:
+    """A calibration table (:func:`calibration`'s rows) as report lines: labels and precision per confidence bin."""
+    lines = []
+    for row in rows:
+        lo, hi = row["bin"]
+        lines.append(f"  [{lo:.2f}, {hi:.2f}{']' if hi >= 1.0 else ')'}  {row['labels']:>4} labels  "
+                     f"precision {row['precision']:.2f} {_ci(row['precision_ci'])}")
+    return lines or ["  (no labels given)"]
+
+
 def format_fit_report(fit: dict) -> str:
     """The fit as text: the chosen decisions and the cross-validated figures per field, and the calibration."""
     lines = [f"rule decisions fitted on {fit['passages']} passages of {fit['books']} books; expected quality by "
@@ -492,13 +502,8 @@ def format_fit_report(fit: dict) -> str:
         lines.append(f"{name:<17}{threshold:>10}{dominance:>13}{confidence:>12}   {cv['given']:>9}{cv['correct']:>6}"
                      f"{cv['known']:>6}  {_pct(cv['precision']) + ' ' + _ci(cv['precision_ci']):<20}"
                      f"{_pct(cv['recall']) + ' ' + _ci(cv['recall_ci']):<20}{settings}")
-    lines += ["", "calibration of the out-of-fold labels (confidence fitted without their book):"]
-    for row in fit["calibration"]:
-        lo, hi = row["bin"]
-        lines.append(f"  [{lo:.2f}, {hi:.2f}{']' if hi >= 1.0 else ')'}  {row['labels']:>4} labels  "
-                     f"precision {row['precision']:.2f} {_ci(row['precision_ci'])}")
-    if not fit["calibration"]:
-        lines.append("  (no labels given)")
+    lines += ["", "calibration of the out-of-fold labels (confidence fitted without their book):",
+              *_calibration_lines(fit["calibration"])]
     if "in_use" in fit:
         def same(name: str) -> bool:
             fitted, used = fit["fields"][name], fit["in_use"][name]
@@ -556,13 +561,7 @@ def format_report(report: dict, title: str) -> str:
         missed = ", ".join(f"{lb} {n}" for lb, n in list(c["missed_by_label"].items())[:4]) or "none"
         lines.append(f"  {name:<17}wrong {c['wrong']} ({wrong}); labelled where unknown {c['labelled_unknown']} "
                      f"({spurious}); missed {c['missed']} ({missed})")
-    lines += ["", "calibration (given labels of all fields, by confidence):"]
-    for row in report["calibration"]:
-        lo, hi = row["bin"]
-        lines.append(f"  [{lo:.2f}, {hi:.2f}{']' if hi >= 1.0 else ')'}  {row['labels']:>4} labels  "
-                     f"precision {row['precision']:.2f} {_ci(row['precision_ci'])}")
-    if not report["calibration"]:
-        lines.append("  (no labels given)")
+    lines += ["", "calibration (given labels of all fields, by confidence):", *_calibration_lines(report["calibration"])]
     notes = {k: v for k, v in report["notes"].items() if k != "analyzer"}
     if notes:
         lines += ["", "run: " + ", ".join(f"{k} {v}" for k, v in notes.items())]
