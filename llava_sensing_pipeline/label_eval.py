@@ -561,7 +561,8 @@ def format_report(report: dict, title: str) -> str:
         missed = ", ".join(f"{lb} {n}" for lb, n in list(c["missed_by_label"].items())[:4]) or "none"
         lines.append(f"  {name:<17}wrong {c['wrong']} ({wrong}); labelled where unknown {c['labelled_unknown']} "
                      f"({spurious}); missed {c['missed']} ({missed})")
-    lines += ["", "calibration (given labels of all fields, by confidence):", *_calibration_lines(report["calibration"])]
+    lines += ["", "calibration (given labels of all fields, by confidence):",
+              *_calibration_lines(report["calibration"])]
     notes = {k: v for k, v in report["notes"].items() if k != "analyzer"}
     if notes:
         lines += ["", "run: " + ", ".join(f"{k} {v}" for k, v in notes.items())]
