@@ -5,20 +5,15 @@ browser, no browser download). Outside CI the test is skipped when either is mis
 (``support.needs.require``).
 """
 
-import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from llava_sensing_pipeline.cli import main
+from llava_sensing_pipeline_tests.support.dagster_server import graphql, serving
 from llava_sensing_pipeline_tests.support.needs import require
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,39 +41,6 @@ def _requirements() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _graphql(base: str, query: str) -> dict:
-    request = urllib.request.Request(f"{base}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def _wait_until_loaded(base: str, server: subprocess.Popen, log: Path) -> None:
-    """Waits for ``/server_info``, then for the code location to load; fails with the server's log otherwise."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    query = "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus locationOrLoadError { __typename } } } } }"
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"dagster-webserver exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(f"{base}/server_info", timeout=2).read()
-            entries = _graphql(base, query)["data"]["workspaceOrError"]["locationEntries"]
-            if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-                errors = [e for e in entries if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"]
-                assert not errors, f"code location failed to load: {errors}\n{log.read_text()[-3000:]}"
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"dagster-webserver did not load workspace.yaml in {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture
 def webserver(tmp_path, monkeypatch):
     """A CLI run on a copy of the samples, then ``dagster-webserver -w workspace.yaml`` on the same DAGSTER_HOME."""
@@ -94,25 +56,10 @@ def webserver(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "--input-dir", str(corpus), "--output-dir", str(tmp_path / "out"),
                  "--num-examples", "12"]) == 0
-    port = _free_port()
-    log = tmp_path / "webserver.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "dagster_webserver", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1",
-             "-p", str(port)],
-            cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_loaded(base, server, log)
-        assert _graphql(base, "mutation { setNuxSeen }")["data"]["setNuxSeen"] is True  # no welcome modal
+    with serving([sys.executable, "-m", "dagster_webserver"], {**os.environ, **env}, tmp_path / "webserver.log",
+                 load_timeout=STARTUP_TIMEOUT_S, stop_timeout=15) as base:
+        assert graphql(base, "mutation { setNuxSeen }")["setNuxSeen"] is True  # no welcome modal
         yield base, tmp_path
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the webserver and the code server it started
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 def test_asset_graph_and_partitions_in_a_real_browser(webserver):

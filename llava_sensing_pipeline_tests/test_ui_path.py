@@ -11,18 +11,15 @@ webserver's GraphQL API, which is what the UI's buttons call.
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from llava_sensing_pipeline.cli import main
+from llava_sensing_pipeline_tests.support.dagster_server import graphql, serving
 
 REPO = Path(__file__).resolve().parents[1]
 TRAVEL = ["Travel_Novel/B901_Salt_Roads", "Travel_Novel/B902_North by Rail!", "Travel_Novel/B903_The_Lantern_Coast"]
@@ -30,21 +27,6 @@ PER_FILE = ["novel_files", "text_chunks", "environment_features", "sensor_record
             "generated_examples"]
 BROKEN = "Travel_Novel/B901_Salt_Roads.txt"
 TIMEOUT_S = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _graphql(base: str, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(f"{base}/graphql", data=json.dumps({"query": query, "variables": variables or {}})
-                                     .encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = json.loads(response.read())
-    assert "errors" not in body, body
-    return body["data"]
 
 
 def _wait(what: str, condition, log: Path, timeout: float = TIMEOUT_S):
@@ -108,34 +90,9 @@ def dagster_dev(tmp_path, monkeypatch):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAVA_SENSING_") or k in (
         "LLAVA_SENSING_STORAGE_DIR", "LLAVA_SENSING_LLM_CACHE")}
     env.update(DAGSTER_HOME=str(home), LLAVA_SENSING_SENSOR_INTERVAL="3", PYTHONPATH=str(REPO))
-    port = _free_port()
     log = tmp_path / "dagster_dev.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1",
-             "-p", str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-
-    def loaded():
-        if server.poll() is not None:
-            pytest.fail(f"dagster dev exited with {server.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            query = "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"
-            entries = _graphql(base, query)["workspaceOrError"]["locationEntries"]
-            return entries and all(e["loadStatus"] == "LOADED" for e in entries)
-        except OSError:
-            return False
-
-    try:
-        _wait("dagster dev to load the code location", loaded, log, timeout=90)
+    with serving([sys.executable, "-m", "dagster", "dev"], env, log, load_timeout=90, stop_timeout=30) as base:
         yield base, tmp_path, corpus, log
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 def test_ui_backfill_failure_fix_and_reexecution_keep_the_export_in_step_with_the_cli(dagster_dev):
@@ -157,7 +114,7 @@ def test_ui_backfill_failure_fix_and_reexecution_keep_the_export_in_step_with_th
             __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
         params = {"partitionNames": TRAVEL, "assetSelection": [{"path": [a]} for a in PER_FILE],
                   "title": "Travel_Novel"}
-        result = _graphql(base, launch, {"params": params})["launchPartitionBackfill"]
+        result = graphql(base, launch, {"params": params})["launchPartitionBackfill"]
         assert result["__typename"] == "LaunchBackfillSuccess", result
         backfill = result["backfillId"]
 
@@ -178,7 +135,7 @@ def test_ui_backfill_failure_fix_and_reexecution_keep_the_export_in_step_with_th
         (corpus / BROKEN).write_bytes(saved)
         reexecute = """mutation($params: ReexecutionParams!) { reexecutePartitionBackfill(reexecutionParams: $params) {
             __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
-        result = _graphql(base, reexecute, {"params": {"parentRunId": backfill, "strategy": "FROM_FAILURE"}})
+        result = graphql(base, reexecute, {"params": {"parentRunId": backfill, "strategy": "FROM_FAILURE"}})
         assert result["reexecutePartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", result
 
         def clean_export():
