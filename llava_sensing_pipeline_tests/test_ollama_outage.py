@@ -112,6 +112,17 @@ def assert_stopped_by_the_outage(ws, err: TimedStderr, wait: float, args: list[s
     return resume[1:]
 
 
+def assert_timeline(what: str, gone: float, said: float, failed: float, returned: float) -> None:
+    """The outage's timeline (monotonic seconds; printed for the record with pytest -s): the message within 5 s of the
+    server going away, the partition failed after --ollama-down-wait, the CLI done within 5 s after that (the other
+    partition is not started into the same wall)."""
+    print(f"\n{what}: message {said - gone:.2f} s after the outage, failure {failed - said:.2f} s after the message, "
+          f"CLI done {returned - failed:.2f} s after the failure")
+    assert said - gone < 5
+    assert DOWN_WAIT - 0.25 <= failed - said < DOWN_WAIT + 3  # the wait counts from just before the line is written
+    assert returned - failed < 5
+
+
 def assert_resumed_paying_only_the_rest(server, answered_before, rc: int, ws) -> None:
     answered = server.answered_requests()
     assert rc == 0
@@ -132,12 +143,7 @@ def test_killed_mid_run_reports_at_once_fails_after_the_wait_and_resumes(workspa
     assert rc == 1, err.text()
     said = err.first(r"unreachable since .* waiting for it to come back")
     failed = err.first(r"\[1/1\] \S+: OllamaDown: ")
-    with capsys.disabled():  # the figures, for the record (pytest -s)
-        print(f"\nkilled: message {said - take_away.at:.2f} s after the kill, failure {failed - said:.2f} s after the "
-              f"message, CLI done {returned - failed:.2f} s after the failure")
-    assert said - take_away.at < 5
-    assert DOWN_WAIT - 0.25 <= failed - said < DOWN_WAIT + 3  # the wait counts from just before the line is written
-    assert returned - failed < 5  # the other partition is not started into the same wall
+    assert_timeline("killed", take_away.at, said, failed, returned)
     assert "not starting the remaining 1 partition(s)" in capsys.readouterr().out
     resume = assert_stopped_by_the_outage(workspace, err, DOWN_WAIT, args, "unreachable")
 
@@ -158,11 +164,7 @@ def test_hung_server_is_detected_by_the_probe_with_the_same_outcome(workspace, s
     assert rc == 1, err.text()
     said = err.first(r"not answering since .* \(it accepts connections")
     failed = err.first(r"\[1/1\] \S+: OllamaDown: .* not answering since")
-    print(f"\nhung: message {said - take_away.at:.2f} s after the hang, failure {failed - said:.2f} s after the "
-          f"message, CLI done {returned - failed:.2f} s after the failure")
-    assert said - take_away.at < 5
-    assert DOWN_WAIT - 0.25 <= failed - said < DOWN_WAIT + 3  # the wait counts from just before the line is written
-    assert returned - failed < 5
+    assert_timeline("hung", take_away.at, said, failed, returned)
     resume = assert_stopped_by_the_outage(workspace, err, DOWN_WAIT, args, "not answering")
 
     answered_before = scripted_ollama.answered_requests()
