@@ -24,7 +24,6 @@ import functools
 import importlib
 import io
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from run import build_scaled, describe  # noqa: E402  (bench/run.py, beside this script)
 
 SECONDS: dict[str, float] = collections.defaultdict(float)
 CALLS: collections.Counter = collections.Counter()
@@ -75,19 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
     parser.add_argument("--copies", type=int, default=4)
     args = parser.parse_args(argv)
-    novels = sorted(args.corpus.glob("*/*.txt"))
-    if not novels:
+    if not any(args.corpus.glob("*/*.txt")):
         print(f"error: no novels under {args.corpus}/<genre>/; pass --corpus", file=sys.stderr)
         return 2
+    corpus = describe("corpus", args.corpus)
     with tempfile.TemporaryDirectory(prefix="llava-bench-") as tmp:
         work = Path(tmp)
-        size = 0
-        for copy in range(args.copies):
-            for novel in novels:
-                target = work / "corpus" / novel.parent.name / f"{novel.stem}__copy{copy:02d}.txt"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(novel, target)
-                size += novel.stat().st_size
+        scaled = build_scaled(corpus, work / "corpus", args.copies * corpus.mb)  # whole copies, as bench/run.py
         os.environ["DAGSTER_HOME"] = str(work / "home")
         os.environ["LLAVA_SENSING_STORAGE_DIR"] = str(work / "storage")
         instrument()
@@ -97,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stdout(io.StringIO()):  # the run's own summary: not what is measured here
             status = cli(["generate", "--input-dir", str(work / "corpus"), "--output-dir", str(work / "out")])
         wall = time.perf_counter() - started
-    files = len(novels) * args.copies
-    print(f"fresh run on {files} files ({size / 1e6:.1f} MB), exit {status}: {wall:.1f} s wall\n")
+    print(f"fresh run on {scaled.label()}, exit {status}: {wall:.1f} s wall\n")
     print("| part | seconds | share of wall | calls | ms per call |\n|---|---|---|---|---|")
     for label, seconds in sorted(SECONDS.items(), key=lambda item: -item[1]):
         print(f"| {label} | {seconds:.1f} | {seconds / wall:.0%} | {CALLS[label]} | "
