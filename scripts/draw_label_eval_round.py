@@ -24,11 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_label_eval_sample import DEFAULT_CORPUS, load_books  # noqa: E402
-
-
-def ordered(items: list, rng: random.Random) -> list:
-    keys = [rng.random() for _ in items]  # only random(): the same sequence on every Python version
-    return [items[i] for i in sorted(range(len(items)), key=keys.__getitem__)]
+from build_label_eval_sample import _random_order as ordered  # noqa: E402  (random() only: stable across Pythons)
 
 
 def draw(books, size: int, seed: int, excluded: set[str], round_no: int) -> list[dict]:
