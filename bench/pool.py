@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test server lives in the tests package
 
 from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer  # noqa: E402
-from llava_sensing_pipeline.ollama_resource import OllamaResource  # noqa: E402
+from llava_sensing_pipeline.llm import OllamaResource  # noqa: E402
 
 
 def timed_run(urls: list[str], slots: int, n: int) -> tuple[float, dict]:

@@ -35,6 +35,42 @@ def _positive(value: str) -> int:
     return number
 
 
+def add_server_flags(group) -> None:
+    """The flags that choose the LLM server and model (``generate``, ``backfill`` and ``eval-labels``)."""
+    group.add_argument("--llm-api", choices=["ollama", "openai"], default=None,
+                       help="ollama: Ollama's native API (sets the context per request); openai: any "
+                            "OpenAI-compatible server: vLLM, SGLang, llama-server, LM Studio, Ollama's /v1 "
+                            "(default: $LLAVA_SENSING_LLM_API or ollama)")
+    group.add_argument("--llm-url", default=None,
+                       help="the server's URL, comma-separated for a pool, e.g. http://gpu:8000/v1 (default: "
+                            "$LLAVA_SENSING_LLM_URL, else for ollama $OLLAMA_HOST or http://localhost:11434, for "
+                            "openai http://localhost:8000/v1); the API key comes from $LLAVA_SENSING_LLM_API_KEY or "
+                            "$OPENAI_API_KEY")
+    group.add_argument("--ollama-host", default=None, help="the same as --llm-url (kept for Ollama users)")
+    group.add_argument("--model", default=None,
+                       help="model name as the server lists it (default: $LLAVA_SENSING_MODEL or llama3.1:8b)")
+    group.add_argument("--parallel", type=int, default=None,
+                       help="requests in flight per server: Ollama's OLLAMA_NUM_PARALLEL, llama-server's --parallel, "
+                            "64-256 for vLLM or SGLang (default: $OLLAMA_NUM_PARALLEL or 1)")
+    group.add_argument("--ollama-timeout", type=float, default=120.0, help="seconds per request (default: 120)")
+    group.add_argument("--max-retries", type=int, default=3,
+                       help="retries per request on timeouts, 429 and 5xx (default: 3)")
+
+
+def server_env(args: argparse.Namespace) -> dict[str, str]:
+    """The variables :func:`~.definitions.llm_from_env` reads, for the server flags given."""
+    env = {"LLAVA_SENSING_OLLAMA_TIMEOUT": f"{args.ollama_timeout:g}", "LLAVA_SENSING_MAX_RETRIES": str(args.max_retries)}
+    if args.llm_api:
+        env["LLAVA_SENSING_LLM_API"] = args.llm_api
+    if args.llm_url or args.ollama_host:
+        env["LLAVA_SENSING_LLM_URL"] = args.llm_url or args.ollama_host
+    if args.model:
+        env["LLAVA_SENSING_MODEL"] = args.model
+    if args.parallel:
+        env["OLLAMA_NUM_PARALLEL"] = str(args.parallel)
+    return env
+
+
 def _run_options() -> argparse.ArgumentParser:
     """The options ``generate`` and ``backfill`` share (the earlier scripts' flags, kebab-case)."""
     opts = argparse.ArgumentParser(add_help=False)
@@ -64,15 +100,16 @@ def _run_options() -> argparse.ArgumentParser:
                       help="partitions per Dagster run (default: 50 in simple mode, 1 in the LLM modes)")
     opts.add_argument("--verbose", "-v", action="store_true", help="show Dagster's step logs")
     llm = opts.add_argument_group("LLM modes (hybrid, llm)")
-    llm.add_argument("--model", default=None, help="Ollama model (default: $LLAVA_SENSING_MODEL or llama3.1:8b)")
-    llm.add_argument("--ollama-host", default=None, help="server URL (default: $OLLAMA_HOST or http://localhost:11434)")
-    llm.add_argument("--parallel", type=int, default=None,
-                     help="concurrent requests; match the server's OLLAMA_NUM_PARALLEL (default: that variable or 1)")
-    llm.add_argument("--ollama-timeout", type=float, default=120.0, help="seconds per request (default: 120)")
+    add_server_flags(llm)
     llm.add_argument("--ollama-down-wait", type=float, default=300.0,
-                     help="seconds to wait for a server that went away (crashed, restarted, hung) to come back "
-                          "before the partition fails and the run stops; re-running resumes (default: 300)")
-    llm.add_argument("--max-retries", type=int, default=3, help="retries per request on timeouts and 5xx (default: 3)")
+                     help="seconds, in all, to wait for a server that went away (crashed, restarted, hung) to come "
+                          "back before the partition fails and the run stops; re-running resumes (default: 300)")
+    llm.add_argument("--max-requests-per-example", type=float, default=10.0,
+                     help="hard cap on requests (analysis, generation, retries, resends) per asked example of a "
+                          "file; a file that reaches it stops (default: 10)")
+    llm.add_argument("--min-quota-share", type=float, default=0.5,
+                     help="a file that reaches its request cap succeeds, with its shortfall stated, only if it got "
+                          "this share of its quota; else it fails (default: 0.5)")
     llm.add_argument("--confidence-threshold", type=float, default=0.3,
                      help="minimum validated LLM analysis confidence for a chunk to be used (default: 0.3)")
     llm.add_argument("--min-alignment", type=float, default=0.3,
@@ -85,7 +122,7 @@ def _run_options() -> argparse.ArgumentParser:
 COUNT_FLAGS = ("num_examples", "max_files", "chunk_size", "chunk_chars", "min_chunk_chars", "max_chunk_chars",
                "batch_size", "parallel", "min_words", "max_words")
 """Flags that count something: at least 1 when given."""
-SHARE_FLAGS = ("min_confidence", "confidence_threshold", "min_alignment")
+SHARE_FLAGS = ("min_confidence", "confidence_threshold", "min_alignment", "min_quota_share")
 """Flags that are a share or a score: between 0 and 1."""
 
 
@@ -126,6 +163,9 @@ def validate_args(args: argparse.Namespace) -> str | None:
         return f"--ollama-down-wait: must be a number of seconds, 0 or more, got {args.ollama_down_wait}"
     if args.max_retries < 0:
         return f"--max-retries: must be 0 or more, got {args.max_retries}"
+    if not (args.max_requests_per_example >= 1 and math.isfinite(args.max_requests_per_example)):
+        return (f"--max-requests-per-example: must be at least 1 (a request per asked example), got "
+                f"{args.max_requests_per_example}")
     problem = input_dir_problem(args.input_dir)
     if problem:
         return problem
@@ -175,6 +215,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         export_chunk_size=args.chunk_size, llm_confidence_threshold=args.confidence_threshold,
         min_alignment=args.min_alignment, min_words=args.min_words, max_words=args.max_words,
         split_ratios=args.split_ratios, near_duplicate_threshold=args.near_duplicate_threshold,
+        max_requests_per_example=args.max_requests_per_example, min_quota_share=args.min_quota_share,
     )
     from .settings import record_env
 
@@ -188,22 +229,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace, settings, home: Path) -> int:
     from dagster import DagsterInstance
 
-    from .definitions import build_definitions, ollama_from_env
-    from .ollama_resource import ModelNotAvailable, OllamaUnavailable
+    from .definitions import build_definitions, llm_from_env
+    from .llm import ModelNotAvailable, ServerUnavailable
     from .runner import Runner, select_files
 
-    ollama = ollama_from_env()
+    llm = llm_from_env()
     if args.mode != "simple":
         try:
-            digest = ollama.check_ready()
+            digest = llm.check_ready()
         except ModelNotAvailable as exc:  # a flag to fix: --model
-            print(f"error: --model {ollama.model}: {exc}\nNothing was written.", file=sys.stderr)
+            print(f"error: --model {llm.model}: {exc}\nNothing was written.", file=sys.stderr)
             return 2
-        except OllamaUnavailable as exc:  # the server is down: start it and re-run
+        except ServerUnavailable as exc:  # the server is down: start it and re-run
             print(f"error: --mode {args.mode} needs an LLM: {exc}\nNothing was written.", file=sys.stderr)
             return 1
-        print(f"llm: {ollama.model} ({digest[:12] or 'no digest'}) at {ollama.url}, "
-              f"{ollama.parallel} parallel per host, {ollama.total_slots} in all")
+        print(f"llm: {llm.model} ({digest[:12]}) through the {llm.api} API at {llm.url}, "
+              f"{llm.parallel} in flight per host, {llm.total_slots} in all")
 
     try:
         files = select_files(settings)
@@ -267,16 +308,8 @@ def run_env(args: argparse.Namespace, settings) -> dict[str, str]:
     """The variables the definitions are built from, for this command's flags (the same the UI reads)."""
     from .settings import settings_env
 
-    env = settings_env(settings)
-    if args.ollama_host:
-        env["OLLAMA_HOSTS"] = args.ollama_host
-    if args.model:
-        env["LLAVA_SENSING_MODEL"] = args.model
-    if args.parallel:
-        env["OLLAMA_NUM_PARALLEL"] = str(args.parallel)
-    env["LLAVA_SENSING_OLLAMA_TIMEOUT"] = f"{args.ollama_timeout:g}"
+    env = {**settings_env(settings), **server_env(args)}
     env["LLAVA_SENSING_OLLAMA_DOWN_WAIT"] = f"{args.ollama_down_wait:g}"
-    env["LLAVA_SENSING_MAX_RETRIES"] = str(args.max_retries)
     return env
 
 
@@ -324,7 +357,7 @@ def print_summary(report, settings, argv: list[str] | None = None) -> int:
         for key, reason in sorted(report.failures.items()):
             print(f"  {key}: {reason}", file=sys.stderr)
     if report.not_started:
-        print(f"\n{gone} file(s) not started (Ollama is gone; left as they were):", file=sys.stderr)
+        print(f"\n{gone} file(s) not started (the run stopped; left as they were):", file=sys.stderr)
         for key in report.not_started:
             print(f"  {key}", file=sys.stderr)
     if report.failed_before:
@@ -333,9 +366,10 @@ def print_summary(report, settings, argv: list[str] | None = None) -> int:
         for key, reason in sorted(report.failed_before.items()):
             print(f"  {key}: {reason}", file=sys.stderr)
     if report.outage:
-        from .ollama_resource import outage_text
+        from .llm import is_outage, stop_text
 
-        print(f"\nThe run stopped: {outage_text(report.outage)}\nOnce the server is back, resume with:\n"
+        when = "Once the server is back" if is_outage(report.outage) else "Once the server is fixed"
+        print(f"\nThe run stopped: {stop_text(report.outage)}\n{when}, resume with:\n"
               f"  {resume_command(argv)}", file=sys.stderr)
         return 1
     return 0 if report.export_ok and not report.failures and not report.failed_before else 1
@@ -456,11 +490,7 @@ def add_eval_labels_parser(sub) -> None:
     ev.add_argument("--limit", type=_positive, default=None, help="only the first N passages of the split")
     ev.add_argument("--json", dest="json_path", default=None, help="also write the figures as JSON to this file")
     ev.add_argument("--seed", type=int, default=42, help="seed of the LLM requests (default: 42)")
-    ev.add_argument("--model", default=None, help="Ollama model (default: $LLAVA_SENSING_MODEL or llama3.1:8b)")
-    ev.add_argument("--ollama-host", default=None, help="server URL (default: $OLLAMA_HOST or http://localhost:11434)")
-    ev.add_argument("--parallel", type=_positive, default=None, help="concurrent requests (default: 1)")
-    ev.add_argument("--ollama-timeout", type=float, default=120.0, help="seconds per request (default: 120)")
-    ev.add_argument("--max-retries", type=int, default=3, help="retries per request (default: 3)")
+    add_server_flags(ev.add_argument_group("LLM (hybrid mode)"))
 
 
 def cmd_eval_labels(args: argparse.Namespace) -> int:
@@ -491,20 +521,20 @@ def cmd_eval_labels(args: argparse.Namespace) -> int:
         predictions = label_eval.rule_predictions(passages)
         analyzer = "rules (simple mode)"
     else:
-        from .definitions import ollama_from_env
-        from .ollama_resource import OllamaUnavailable
+        from .definitions import llm_from_env
+        from .llm import ServerUnavailable
 
-        ollama = ollama_from_env(host=args.ollama_host, model=args.model, parallel=args.parallel,
-                                 timeout_s=args.ollama_timeout, max_retries=args.max_retries)
+        llm = llm_from_env({**os.environ, **server_env(args)})
         try:
             predictions = label_eval.llm_predictions(
-                passages, ollama, seed=args.seed,
+                passages, llm, seed=args.seed,
                 progress=lambda done, total: print(f"\ranalysed {done}/{total}", end="", file=sys.stderr, flush=True))
-        except OllamaUnavailable as exc:
+        except ServerUnavailable as exc:
             print(f"error: --mode hybrid needs an LLM: {exc}", file=sys.stderr)
             return 1
         print(file=sys.stderr)
-        analyzer = f"LLM analyzer {ollama.model} at {ollama.url} (hybrid mode; gaps filled from rule labels)"
+        analyzer = (f"LLM analyzer {llm.model} through the {llm.api} API at {llm.url} (hybrid mode; gaps filled "
+                    "from rule labels)")
     report = label_eval.evaluate(passages, predictions, gold, agreement=label_eval.load_agreement(data, split))
     report.update(mode=args.mode, split=split, analyzer=analyzer)
     title = (f"eval-labels: {analyzer}; split {split} ({label_eval.SPLIT_NAMES[split]}), {len(passages)} passages; "

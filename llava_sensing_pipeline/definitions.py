@@ -4,8 +4,8 @@ Every entry point builds the same definitions from the same variables: ``dagster
 ``defs``, the CLI calls :func:`build_definitions` after putting its flags into the environment, and the worker
 processes of a multiprocess or distributed executor rebuild the job with :func:`job_from_env`, given the launching
 process's variables (:func:`job_env`) so that a worker elsewhere runs the run's settings. The variables are
-``LLAVA_SENSING_<SETTING>`` (see :class:`~llava_sensing_pipeline.settings.PipelineSettings`), ``OLLAMA_HOSTS`` /
-``OLLAMA_HOST``, ``OLLAMA_NUM_PARALLEL``, ``LLAVA_SENSING_MODEL``, ``LLAVA_SENSING_STORAGE_DIR`` and
+``LLAVA_SENSING_<SETTING>`` (see :class:`~llava_sensing_pipeline.settings.PipelineSettings`), the LLM server's
+(:func:`llm_from_env`), ``LLAVA_SENSING_STORAGE_DIR`` and
 ``LLAVA_SENSING_EXECUTOR``; where one is unset, the value the CLI last recorded in ``$DAGSTER_HOME`` applies, so the
 UI started on the CLI's instance sees the CLI's settings (and the same code versions).
 """
@@ -24,7 +24,7 @@ from .executors import executor_from_env
 from .generation import allocate_quotas
 from .io_managers import PartitionedParquetIOManager
 from .jobs import export_job, per_file_job
-from .ollama_resource import DEFAULT_MODEL, OllamaResource
+from .llm import APIS, DEFAULT_MODEL, LLMClient
 from .partitions import discover_novels
 from .progress import LOGGERS
 from .schedules import build_refresh_schedule
@@ -36,15 +36,22 @@ DEFAULT_STORAGE_DIR = "data/storage"
 DEFAULT_LLM_CACHE = "data/cache/llm_responses.sqlite"
 
 
-def ollama_from_env(env: dict[str, str] | None = None, **overrides) -> OllamaResource:
-    """The Ollama resource from ``OLLAMA_HOSTS`` (or ``OLLAMA_HOST``), ``OLLAMA_NUM_PARALLEL``,
-    ``LLAVA_SENSING_MODEL``, ``LLAVA_SENSING_OLLAMA_TIMEOUT``, ``LLAVA_SENSING_MAX_RETRIES``,
-    ``LLAVA_SENSING_OLLAMA_DOWN_WAIT`` (seconds to wait for a server that went away), ``LLAVA_SENSING_OLLAMA_PROBE_AFTER``
-    (seconds before an unanswered request gets its host health-checked), ``LLAVA_SENSING_OLLAMA_CHECK_TIMEOUT`` (the
-    health check's timeout) and ``LLAVA_SENSING_LLM_CACHE``; keyword arguments that are not None override them."""
+def llm_from_env(env: dict[str, str] | None = None, **overrides) -> LLMClient:
+    """The LLM client from the environment: ``LLAVA_SENSING_LLM_API`` (``ollama``, the default, or ``openai``);
+    the server from ``LLAVA_SENSING_LLM_URL``, else (Ollama) ``OLLAMA_HOSTS`` / ``OLLAMA_HOST``; requests in flight per
+    host from ``OLLAMA_NUM_PARALLEL``; ``LLAVA_SENSING_MODEL``, ``LLAVA_SENSING_OLLAMA_TIMEOUT``,
+    ``LLAVA_SENSING_MAX_RETRIES``, ``LLAVA_SENSING_OLLAMA_DOWN_WAIT`` (seconds, in all, to wait for a server that went
+    away), ``LLAVA_SENSING_OLLAMA_PROBE_AFTER`` (seconds before an unanswered request gets its host health-checked),
+    ``LLAVA_SENSING_OLLAMA_CHECK_TIMEOUT`` (the health check's timeout) and ``LLAVA_SENSING_LLM_CACHE``; keyword
+    arguments that are not None override them. The API key (OpenAI API) is read from the environment at each
+    request, never stored here."""
     env = os.environ if env is None else env
+    api = (overrides.pop("api", None) or env.get("LLAVA_SENSING_LLM_API") or "ollama").strip().lower()
+    if api not in APIS:
+        raise ValueError(f"LLAVA_SENSING_LLM_API={api!r}: use one of {', '.join(APIS)}")
+    url = env.get("LLAVA_SENSING_LLM_URL") or None
     fields = {
-        "host": env.get("OLLAMA_HOSTS") or env.get("OLLAMA_HOST") or None,
+        "host": url or (env.get("OLLAMA_HOSTS") or env.get("OLLAMA_HOST") or None if api == "ollama" else None),
         "model": env.get("LLAVA_SENSING_MODEL") or DEFAULT_MODEL,
         "parallel": int(env.get("OLLAMA_NUM_PARALLEL") or 1),
         "cache_path": env.get("LLAVA_SENSING_LLM_CACHE") or DEFAULT_LLM_CACHE,
@@ -58,7 +65,7 @@ def ollama_from_env(env: dict[str, str] | None = None, **overrides) -> OllamaRes
         if env.get(f"LLAVA_SENSING_{name}"):
             fields[field] = float(env[f"LLAVA_SENSING_{name}"])
     fields.update({k: v for k, v in overrides.items() if v is not None})
-    return OllamaResource(**fields)
+    return APIS[api](**fields)
 
 
 def quota_version(settings: PipelineSettings) -> str:
@@ -81,15 +88,16 @@ def versioned(assets: list[AssetsDefinition], versions: dict[str, str]) -> list[
 
 
 def build_definitions(env: dict[str, str] | None = None, *, settings: PipelineSettings | None = None,
-                      storage_dir: str | None = None, ollama: OllamaResource | None = None) -> Definitions:
+                      storage_dir: str | None = None, llm: LLMClient | None = None) -> Definitions:
     """The definitions from ``env`` (default: the process environment over what the CLI recorded in
-    ``$DAGSTER_HOME``); ``settings``, ``storage_dir`` and ``ollama``, when given, take the place of what the
+    ``$DAGSTER_HOME``); ``settings``, ``storage_dir`` and ``llm``, when given, take the place of what the
     variables say (for programs and tests that build them directly)."""
     env = effective_env(env)
     settings = settings or settings_from_env(env)
-    ollama = ollama or ollama_from_env(env)
+    llm = llm or llm_from_env(env)
     storage_dir = storage_dir or env.get("LLAVA_SENSING_STORAGE_DIR") or DEFAULT_STORAGE_DIR
-    versions = code_versions({**settings.model_dump(), "model": ollama.model, "quotas": quota_version(settings)})
+    versions = code_versions({**settings.model_dump(), "model": llm.model, "llm_api": llm.api,
+                              "quotas": quota_version(settings)})
     return Definitions(
         assets=[novel_sources, *versioned(ALL_ASSETS, versions)],
         asset_checks=EXPORT_CHECKS,
@@ -98,7 +106,7 @@ def build_definitions(env: dict[str, str] | None = None, *, settings: PipelineSe
         sensors=[novel_file_sensor, export_automation_sensor, isolate_failed_partitions],
         resources={
             "settings": settings,
-            "ollama": ollama,
+            "llm": llm,
             "parquet_io_manager": PartitionedParquetIOManager(base_dir=storage_dir),
         },
         executor=executor_from_env(env),

@@ -108,6 +108,18 @@ def _confidence(value: object) -> float:
     return min(1.0, max(0.0, number)) if number == number else 0.0  # NaN -> 0
 
 
+def analysis_problem(raw: str) -> str | None:
+    """Why a reply is not an analysis at all (None when it is one): not a JSON object, or one with none of the
+    asked fields. Such a reply is a failed request (asked again, never cached); a reply with some fields invalid or
+    missing is kept, and its confidence counts only the fields it answered validly."""
+    parsed = _parse_json_object(raw)
+    if parsed is None:
+        return "a reply that is not a JSON object"
+    if not any(name in parsed for name in ENV_FIELDS):
+        return "a JSON object without any of the asked fields"
+    return None
+
+
 def interpret_analysis(raw: str, rules: EnvironmentFeatures) -> dict:
     """Validates a raw model reply and fills its gaps from the rule result.
 

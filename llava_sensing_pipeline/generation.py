@@ -193,6 +193,7 @@ class Outcome:
 def walk_until_quota(
     candidates: Sequence[T], quota: int, work: Callable[[T], Outcome], parallel: int = 1,
     progress: Callable[[int, int], None] | None = None, on_interrupt: Callable[[], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[T, Outcome]:
     """Processes ``candidates`` in order, up to ``parallel`` at a time, until ``quota`` of them are accepted.
 
@@ -200,7 +201,8 @@ def walk_until_quota(
     processed items are always the shortest prefix of ``candidates`` that holds ``quota`` accepted ones (or all of
     them), whatever the timing: the result is deterministic, and the calls per accepted item stay minimal.
     An exception escaping ``work`` (e.g. the server went away) cancels what is pending and propagates.
-    ``progress(done, accepted)`` is called after each item. On an interrupt (Ctrl-C: an exception that is not an
+    ``progress(done, accepted)`` is called after each item. Once ``stop()`` is true (e.g. the file's request budget
+    is spent) no further item is started; the ones in flight finish. On an interrupt (Ctrl-C: an exception that is not an
     ``Exception``), ``on_interrupt()`` is called before waiting for the items in flight, to make them end now
     (e.g. stop waiting for a server that went away).
     """
@@ -213,7 +215,8 @@ def walk_until_quota(
         in_flight: dict[Future, T] = {}
         try:
             while queue or in_flight:
-                while queue and len(in_flight) < parallel and accepted + len(in_flight) < quota:
+                while (queue and len(in_flight) < parallel and accepted + len(in_flight) < quota
+                       and not (stop is not None and stop())):
                     item = queue.pop(0)
                     in_flight[pool.submit(work, item)] = item
                 if not in_flight:

@@ -271,30 +271,36 @@ def rule_predictions(passages: Sequence[dict]) -> Predictions:
     return Predictions(labels, [dict(c) for c in columns["field_confidence"]], {"analyzer": "rules"})
 
 
-def llm_predictions(passages: Sequence[dict], ollama, seed: int = 42,
+def llm_predictions(passages: Sequence[dict], llm, seed: int = 42,
                     progress: Callable[[int, int], None] | None = None) -> Predictions:
-    """Hybrid mode's labels: the LLM analyzer through ``ollama`` (an :class:`~.ollama_resource.OllamaResource`),
+    """Hybrid mode's labels: the LLM analyzer through ``llm`` (any :class:`~.llm.LLMClient`),
     validated and gap-filled from rule labels that meet the precision bar, exactly as ``environment_features``
     does; each given label's confidence is the validated LLM confidence of its passage."""
     from .environment import analyze_columns, features_at
-    from .environment_llm import ANALYSIS_SCHEMA, analysis_messages, analysis_options, interpret_analysis
-    from .ollama_resource import LLMCallFailed
+    from .environment_llm import (
+        ANALYSIS_SCHEMA,
+        analysis_messages,
+        analysis_options,
+        analysis_problem,
+        interpret_analysis,
+    )
+    from .llm import LLMCallFailed
     from .seeding import derive_seed
 
     columns = analyze_columns([p["text"] for p in passages])
-    digest = ollama.check_ready()
+    digest = llm.check_ready()
 
     def one(i: int) -> dict | None:
         p = passages[i]
         try:
-            reply = ollama.chat(analysis_messages(p["text"]), options=analysis_options(
-                derive_seed(seed, p["id"], "analysis") % 2**31), fmt=ANALYSIS_SCHEMA)
+            reply = llm.chat(analysis_messages(p["text"]), options=analysis_options(
+                derive_seed(seed, p["id"], "analysis") % 2**31), fmt=ANALYSIS_SCHEMA, validate=analysis_problem)
         except LLMCallFailed:
             return None
         return interpret_analysis(reply.text, features_at(columns, i))
 
     results: list[dict | None] = [None] * len(passages)
-    with ThreadPoolExecutor(max_workers=max(1, ollama.total_slots)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, llm.total_slots)) as pool:
         for i, result in enumerate(pool.map(one, range(len(passages)))):
             results[i] = result
             if progress is not None:
@@ -312,7 +318,7 @@ def llm_predictions(passages: Sequence[dict], ollama, seed: int = 42,
         labels.append(r["labels"])
         confidences.append({name: r["confidence"] for name in r["labels"]})
     return Predictions(labels, confidences, {
-        "analyzer": "llm", "model": ollama.model, "model_digest": digest, "failed_requests": failed,
+        "analyzer": "llm", "model": llm.model, "llm_api": llm.api, "model_digest": digest, "failed_requests": failed,
         "invalid_json_replies": invalid_json, "fields_filled_by_rules": filled})
 
 

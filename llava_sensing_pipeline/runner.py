@@ -11,10 +11,12 @@ the UI (:mod:`~llava_sensing_pipeline.planning`).
    distributed executor (Celery workers) that keeps several workers busy.
 4. **Failure isolation.** A range run whose step fails names the partitions that raised (the step failure's
    metadata); they are re-run alone, so each shows as its own failed partition, and the rest are re-run in ranges.
-5. **Ollama gone.** In the LLM modes, once a partition failed because the server stayed unreachable past
-   ``--ollama-down-wait`` (:class:`~llava_sensing_pipeline.ollama_resource.OllamaDown`), the remaining partitions
-   are not started (each would only wait again) but left as they are, listed as not started, and no export is
-   written: re-running the same command resumes, paying only for the requests not yet answered (cached).
+5. **Server gone, or no request can succeed.** In the LLM modes, once a partition failed because the server stayed
+   unreachable past ``--ollama-down-wait`` (:class:`~llava_sensing_pipeline.llm.ServerDown`), or refused or cut the
+   prompt as longer than its context (:class:`~llava_sensing_pipeline.llm.PromptTooLong`), the remaining partitions
+   are not started (each would only fail the same way) but left as they are, listed as not started, and no export
+   is written: re-running the same command once the server is fixed resumes, paying only for the requests not yet
+   answered (cached).
 6. Materialize ``chunked_json_exports`` when it is out of date (``planning.export_out_of_date``).
 """
 
@@ -34,7 +36,7 @@ from dagster import DagsterInstance, Definitions, build_reconstructable_job, exe
 from .assets.novels import LLM_POOL
 from .definitions import job_env
 from .jobs import EXPORT_JOB, PER_FILE_JOB
-from .ollama_resource import is_outage
+from .llm import stops_run
 from .partitions import NovelFile, discover_novels, registered_keys
 from .planning import (
     PER_FILE_KEYS,
@@ -65,7 +67,7 @@ class RunReport:
     failures: dict[str, str] = field(default_factory=dict)
     failed_before: dict[str, str] = field(default_factory=dict)
     not_started: list[str] = field(default_factory=list)  # left as they were: the LLM server was gone
-    outage: str | None = None  # why the run stopped early: the OllamaDown failure
+    outage: str | None = None  # why the run stopped early: the ServerDown or PromptTooLong failure
     runs: int = 0
     export_ok: bool = False
     export_error: str | None = None
@@ -152,11 +154,11 @@ class Runner:
         if len(keys) == 1:
             with self._lock:
                 report.failures[keys[0]] = (failed or {}).get(keys[0]) or message
-                if is_outage(report.failures[keys[0]]):
+                if stops_run(report.failures[keys[0]]):
                     report.outage = report.failures[keys[0]]
             return
-        gone = {k: why for k, why in (failed or {}).items() if is_outage(why)}
-        if gone or is_outage(message):  # the server is gone: re-running these one by one would only wait again
+        gone = {k: why for k, why in (failed or {}).items() if stops_run(why)}
+        if gone or stops_run(message):  # the server is gone (or too small): one by one would only fail again
             with self._lock:
                 report.failures.update(gone)
                 report.not_started.extend(k for k in keys if k not in gone)
@@ -207,8 +209,8 @@ class Runner:
                 if report.outage and self.settings.mode != "simple":
                     left = [k for b in batches[n:] for k in b]
                     report.not_started.extend(left)
-                    self.echo(f"Ollama is gone: not starting the remaining {len(left)} partition(s) (each would "
-                              "only wait for it again); they are left as they are")
+                    self.echo(f"the run stops: not starting the remaining {len(left)} partition(s) (each would "
+                              "only fail the same way); they are left as they are")
                     break
                 self._materialize(batch, report)
                 finished(batch)
@@ -225,7 +227,7 @@ class Runner:
                 self._processes.shutdown()
                 self._processes = None
         if report.outage:  # an unfinished dataset is not written; re-running resumes and then exports
-            report.export_error = "not written: the run stopped because Ollama is gone (re-running resumes)"
+            report.export_error = "not written: the run stopped early (re-running resumes)"
         else:
             self._export(files, report)
         report.seconds = time.monotonic() - started

@@ -38,6 +38,10 @@ class PipelineSettings(ConfigurableResource):
     analysis_margin: float = 1.25
     max_failure_share: float = 0.25
     generation_attempts: int = 3
+    # The request cap: at most this many requests (analysis, generation, retries and resends) per asked example of
+    # a file; a file that reaches it stops, and succeeds with a shortfall only if it got min_quota_share of its quota.
+    max_requests_per_example: float = 10.0
+    min_quota_share: float = 0.5
     min_words: int = 120
     max_words: int = 300
     min_alignment: float = 0.3

@@ -29,14 +29,16 @@ ASSET_MODULES = {
 }
 
 # The settings each stage's output depends on (see ``settings.PipelineSettings``). ``quotas`` stands for the
-# per-file quotas (``num_examples`` spread over the selected files), ``model`` for the Ollama model.
+# per-file quotas (``num_examples`` spread over the selected files), ``model`` for the LLM and ``llm_api`` for the
+# API it is reached through (the cache keys differ, and so may the replies).
 LLM_GENERATION = ("llm_confidence_threshold", "generation_attempts", "min_words", "max_words", "min_alignment",
-                  "max_failure_share", "model")
+                  "max_failure_share", "model", "llm_api", "max_requests_per_example", "min_quota_share")
 STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "novel_files": (),
     "text_chunks": ("chunk_chars", "min_chunk_chars", "max_chunk_chars"),
     "environment_features": ("mode", "seed", "min_chunk_chars", "llm_confidence_threshold", "analysis_margin",
-                             "max_failure_share", "model", "quotas"),
+                             "max_failure_share", "model", "llm_api", "max_requests_per_example", "min_quota_share",
+                             "quotas"),
     "sensor_records": ("seed",),
     "style_labels": (),
     "generated_examples": ("mode", "seed", "min_chunk_chars", "min_confidence", "quotas", *LLM_GENERATION),
@@ -45,7 +47,7 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 # Settings that only matter in the LLM modes (left out of the version in simple mode): simple mode's rule analysis
 # depends on neither the quotas nor the seed (its example selection does).
-LLM_ONLY = {"llm_confidence_threshold", "analysis_margin", "max_failure_share", "model", *LLM_GENERATION}
+LLM_ONLY = {"llm_confidence_threshold", "analysis_margin", "max_failure_share", *LLM_GENERATION}
 LLM_ONLY_FOR = {"environment_features": {"quotas", "seed"}}
 
 

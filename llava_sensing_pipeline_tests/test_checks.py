@@ -26,7 +26,7 @@ from llava_sensing_pipeline.checks import (
 from llava_sensing_pipeline.definitions import build_definitions
 from llava_sensing_pipeline.environment import ENV_FIELDS
 from llava_sensing_pipeline.jobs import EXPORT_JOB, PER_FILE_JOB
-from llava_sensing_pipeline.ollama_resource import OllamaResource
+from llava_sensing_pipeline.llm import OllamaResource
 from llava_sensing_pipeline.partitions import PARTITIONS_NAME, discover_novels
 from llava_sensing_pipeline.settings import PipelineSettings
 from llava_sensing_pipeline.text import chunk_text
@@ -317,7 +317,7 @@ def project(tmp_path):
         shutil.copy(REPO / "Novel" / rel, corpus / rel)
     settings = PipelineSettings(input_dir=str(corpus), output_dir=str(tmp_path / "out"), num_examples=10)
     defs = build_definitions(settings=settings, storage_dir=str(tmp_path / "storage"),
-                             ollama=OllamaResource(cache_path=str(tmp_path / "c.sqlite")))
+                             llm=OllamaResource(cache_path=str(tmp_path / "c.sqlite")))
     instance = DagsterInstance.ephemeral()
     keys = [f.key for f in discover_novels(corpus)]
     instance.add_dynamic_partitions(PARTITIONS_NAME, keys)

@@ -17,7 +17,7 @@ from llava_sensing_pipeline.assets import ALL_ASSETS, environment_features, gene
 from llava_sensing_pipeline.checks import EXPORT_CHECKS, PER_FILE_CHECKS
 from llava_sensing_pipeline.definitions import build_definitions, defs
 from llava_sensing_pipeline.jobs import EXPORT_JOB, NO_RUN_RETRY_ON_STEP_FAILURE, PER_FILE_JOB
-from llava_sensing_pipeline.ollama_resource import OllamaResource
+from llava_sensing_pipeline.llm import OllamaResource
 from llava_sensing_pipeline.partitions import PARTITIONS_NAME, partition_key_for
 from llava_sensing_pipeline.schedules import REFRESH_SCHEDULE
 from llava_sensing_pipeline.settings import PipelineSettings
@@ -74,7 +74,7 @@ def test_a_step_that_fails_once_is_retried_and_the_run_succeeds(tmp_path, monkey
     (corpus / "B1_Short.txt").write_text("The rain fell on the quay all night while we waited for the boat. " * 20)
     settings = PipelineSettings(input_dir=str(tmp_path / "Novel"), output_dir=str(tmp_path / "out"))
     local = build_definitions(settings=settings, storage_dir=str(tmp_path / "storage"),
-                             ollama=OllamaResource(cache_path=str(tmp_path / "c.db")))
+                             llm=OllamaResource(cache_path=str(tmp_path / "c.db")))
     calls = []
     real = environment_asset.rule_features
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from llava_sensing_pipeline.ollama_resource import request_key
+from llava_sensing_pipeline.llm.cache import request_key
 from llava_sensing_pipeline_tests.support.celery_cluster import base_env, redis_server, start_workers
 from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer
 from llava_sensing_pipeline_tests.test_llm_mode import faithful_script, passage_of
@@ -77,7 +77,7 @@ class RecordingScript:
         return next((key for key, text in self.texts.items() if probe in text), "?")
 
     def __call__(self, request) -> str:
-        key = request_key(MODEL, self.digest, [dict(m) for m in request.messages], request.format,
+        key = request_key("ollama", MODEL, self.digest, [dict(m) for m in request.messages], request.format,
                           dict(request.options))
         with self._lock:
             self.keys.append(key)

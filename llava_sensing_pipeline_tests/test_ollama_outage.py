@@ -142,7 +142,7 @@ def test_killed_mid_run_reports_at_once_fails_after_the_wait_and_resumes(workspa
     rc, err, returned = run_timed(args)
     assert rc == 1, err.text()
     said = err.first(r"unreachable since .* waiting for it to come back")
-    failed = err.first(r"\[1/1\] \S+: OllamaDown: ")
+    failed = err.first(r"\[1/1\] \S+: ServerDown: ")
     assert_timeline("killed", take_away.at, said, failed, returned)
     assert "not starting the remaining 1 partition(s)" in capsys.readouterr().out
     resume = assert_stopped_by_the_outage(workspace, err, DOWN_WAIT, args, "unreachable")
@@ -163,7 +163,7 @@ def test_hung_server_is_detected_by_the_probe_with_the_same_outcome(workspace, s
     rc, err, returned = run_timed(args)
     assert rc == 1, err.text()
     said = err.first(r"not answering since .* \(it accepts connections")
-    failed = err.first(r"\[1/1\] \S+: OllamaDown: .* not answering since")
+    failed = err.first(r"\[1/1\] \S+: ServerDown: .* not answering since")
     assert_timeline("hung", take_away.at, said, failed, returned)
     resume = assert_stopped_by_the_outage(workspace, err, DOWN_WAIT, args, "not answering")
 
@@ -189,7 +189,7 @@ def test_restarted_within_the_wait_completes_with_no_failure_and_no_duplicate(wo
     rc, err, _ = run_timed(argv(workspace, scripted_ollama, down_wait=60))
     text = err.text()
     assert rc == 0, text
-    assert "OllamaDown" not in text and "failed" not in text.lower().replace("failed_files", "")
+    assert "ServerDown" not in text and "failed" not in text.lower().replace("failed_files", "")
     assert err.count(r"unreachable since .* waiting for it to come back \(up to 60 s") == 1
     assert err.count(r"is back after \d+ s \(down since \d\d:\d\d:\d\d\)") == 1
     assert max(scripted_ollama.answered_requests().values()) == 1

@@ -156,12 +156,12 @@ def test_6_another_corpus_on_the_same_instance_deletes_nothing(workspace, capsys
 
 
 def test_7a_ollama_hosts_wins_over_ollama_host():
-    from llava_sensing_pipeline.definitions import ollama_from_env
+    from llava_sensing_pipeline.definitions import llm_from_env
 
-    resource = ollama_from_env({"OLLAMA_HOST": "http://a:11434", "OLLAMA_HOSTS": "http://b:11434,http://c:11434"})
+    resource = llm_from_env({"OLLAMA_HOST": "http://a:11434", "OLLAMA_HOSTS": "http://b:11434,http://c:11434"})
     assert resource.hosts == ["http://b:11434", "http://c:11434"]
     assert (resource.down_wait_s, resource.probe_after_s, resource.check_timeout_s) == (300.0, 15.0, 5.0)
-    resource = ollama_from_env({"LLAVA_SENSING_OLLAMA_DOWN_WAIT": "42", "LLAVA_SENSING_OLLAMA_PROBE_AFTER": "3",
+    resource = llm_from_env({"LLAVA_SENSING_OLLAMA_DOWN_WAIT": "42", "LLAVA_SENSING_OLLAMA_PROBE_AFTER": "3",
                                 "LLAVA_SENSING_OLLAMA_CHECK_TIMEOUT": "1.5"})
     assert (resource.down_wait_s, resource.probe_after_s, resource.check_timeout_s) == (42.0, 3.0, 1.5)
 

@@ -77,12 +77,8 @@ def test_runs_and_materializations_are_recorded_in_postgres(postgres_server, tmp
 
 def test_llm_cache_in_postgres_is_keyed_like_sqlite_and_shared(postgres_server, scripted_ollama, tmp_path,
                                                                monkeypatch):
-    from llava_sensing_pipeline.ollama_resource import (
-        OllamaResource,
-        PostgresResponseCache,
-        SQLiteResponseCache,
-        open_cache,
-    )
+    from llava_sensing_pipeline.llm import OllamaResource
+    from llava_sensing_pipeline.llm.cache import PostgresResponseCache, SQLiteResponseCache, open_cache
 
     db = postgres_server.create_database("llm_cache_test")
     monkeypatch.setenv("PGPASSWORD", postgres_server.password)  # libpq's variable: no password in the URL

@@ -37,14 +37,15 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 
 from ..checks import MAX_LISTED, summary
 from ..io_managers import PartitionTables
-from ..ollama_resource import OllamaUnavailable
+from ..llm import BudgetExhausted, PromptTooLong, ServerUnavailable
 from ..partitions import latest_records
 from ..planning import FAILED_PARTITIONS
 from ..progress import report_progress
 from ..text import NovelReadError
 
-# Failures a step retry cannot fix: a file that cannot be read, an LLM server or model that is not there.
-PERMANENT_ERRORS = (NovelReadError, OllamaUnavailable)
+# Failures a step retry cannot fix: a file that cannot be read, an LLM server or model that is not there, a prompt
+# longer than the server's context, a file's request budget spent.
+PERMANENT_ERRORS = (NovelReadError, ServerUnavailable, PromptTooLong, BudgetExhausted)
 
 
 def pick(value: Any, key: str) -> Any:

@@ -2,21 +2,31 @@
 
 ``simple`` mode labels every chunk with the rule analyzer. The LLM modes also ask the model, for the chunks they
 will need only: in the file's seeded selection order until ``quota × analysis_margin`` chunks pass the confidence
-threshold (in hybrid mode, and know at least one context field; the margin covers generations that get rejected). The other chunks keep their rule labels and are not
-used as LLM-mode examples.
+threshold (in hybrid mode, and know at least one context field; the margin covers generations that get rejected),
+and at most ``max_requests_per_example × quota`` requests (:func:`request_budget`): a file whose budget runs out
+before ``min_quota_share`` of its quota passed fails, with the reasons and the flags that relax them. The other
+chunks keep their rule labels and are not used as LLM-mode examples. ``llm_requests`` records the requests each
+chunk cost, so the generation step spends only what is left of the file's budget.
 """
 
 import json
 import math
+from collections import Counter
 
 import pandas as pd
 from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, Output, RetryPolicy, asset
 
 from ..checks import LABELS_IN_VOCABULARY, label_problems
 from ..environment import ENV_FIELDS, analyze_columns, features_at
-from ..environment_llm import ANALYSIS_SCHEMA, analysis_messages, analysis_options, interpret_analysis
+from ..environment_llm import (
+    ANALYSIS_SCHEMA,
+    analysis_messages,
+    analysis_options,
+    analysis_problem,
+    interpret_analysis,
+)
 from ..generation import MIN_SCENE_FIELDS, Outcome, scene_fields, selection_order, walk_until_quota
-from ..ollama_resource import CallStats, LLMCallFailed, OllamaResource
+from ..llm import BudgetExhausted, CallStats, LLMCallFailed, LLMClient, RequestBudget
 from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
@@ -52,68 +62,117 @@ def analysis_record(row) -> dict:
 
 
 def check_failure_share(step: str, key: str, stats: CallStats, attempted: int, max_share: float) -> None:
-    """Fails the partition (after its finished replies are cached) when too many calls failed."""
+    """Fails the partition (after its finished replies are cached) when too many calls failed. Not retried as a
+    step: each request was already retried, and a step retry would spend the file's budget again."""
     if attempted and stats.failures / attempted > max_share:
         raise Failure(f"{step} {key}: {stats.failures} of {attempted} LLM requests failed after retries "
                       f"(more than {max_share:.0%}); finished replies are cached, so re-running this partition "
-                      f"only pays for the rest. Check the Ollama server.")
+                      f"only pays for the rest. Check the LLM server.", allow_retries=False)
 
 
-def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, key: str, chunks: pd.DataFrame,
+def request_budget(settings: PipelineSettings, key: str, quota: int, used: int = 0) -> RequestBudget:
+    """The file's request cap, ``max_requests_per_example × quota``, less the ``used`` requests of earlier steps."""
+    cap = math.ceil(settings.max_requests_per_example * quota)
+    return RequestBudget(cap - used, f"{key}: the file's")
+
+
+def minimum_accepted(settings: PipelineSettings, quota: int) -> int:
+    """The fewest examples a file whose budget ran out may end with (``min_quota_share`` of its quota)."""
+    return math.ceil(settings.min_quota_share * quota)
+
+
+# The flag that relaxes each analysis rejection.
+ANALYSIS_RELAXED_BY = {"low_confidence": "--confidence-threshold", "failed_requests": "--max-retries"}
+
+
+def budget_spent_message(key: str, step: str, budget: RequestBudget, accepted: int, needed: int, quota: int,
+                         reasons: Counter, relaxed_by: dict[str, str]) -> str:
+    """Why a file stopped at its request cap: its figures, the top reasons and the flags that relax them."""
+    top = reasons.most_common(3)
+    flags = sorted({relaxed_by[r] for r, _ in top if r in relaxed_by} | {"--max-requests-per-example"})
+    return (f"{step} {key}: the request budget ({budget.limit} requests for a quota of {quota}, "
+            f"--max-requests-per-example) was spent with {accepted} accepted, fewer than the {needed} needed "
+            f"(--min-quota-share); top reasons: {', '.join(f'{r} ({n})' for r, n in top) or 'none'}; relax "
+            f"{' / '.join(flags)}, or try a stronger --model")
+
+
+def llm_features(context, settings: PipelineSettings, llm: LLMClient, key: str, chunks: pd.DataFrame,
                  quota: int):
     """Rule labels for every chunk, then LLM analysis of the chunks needed for the file's ``quota``."""
     texts = chunks["text"].tolist()
     rules = analyze_columns(texts)
     frame = rule_features(chunks, rules)
     frame["llm"] = ""
+    frame["llm_requests"] = 0
     target = math.ceil(quota * settings.analysis_margin)
     order = selection_order(len(frame), settings.seed, key)
     candidates = [pos for pos in order if frame.at[pos, "chars"] >= settings.min_chunk_chars]
     stats = CallStats()
+    budget = request_budget(settings, key, quota)
+    reasons: Counter[str] = Counter()
 
     def analyze(pos: int) -> Outcome:
         seed = derive_seed(settings.seed, key, int(frame.at[pos, "chunk_index"]), "analysis") % 2**31
         options = analysis_options(seed)
         try:
-            reply = ollama.chat(analysis_messages(texts[pos]), options=options, fmt=ANALYSIS_SCHEMA)
-        except LLMCallFailed as exc:
+            reply = llm.chat(analysis_messages(texts[pos]), options=options, fmt=ANALYSIS_SCHEMA, budget=budget,
+                             validate=analysis_problem)
+        except LLMCallFailed as exc:  # BudgetExhausted included
             stats.record_failure(exc.attempts)
-            return Outcome(False, error=str(exc))
+            reasons["budget" if isinstance(exc, BudgetExhausted) else "failed_requests"] += 1
+            return Outcome(False, error=str(exc), value={"requests": exc.attempts})
         stats.record(reply)
         result = interpret_analysis(reply.text, features_at(rules, pos))
+        result["requests"] = reply.attempts
         scene = settings.mode != "hybrid" or scene_fields(result["labels"]) >= MIN_SCENE_FIELDS
-        return Outcome(result["confidence"] >= settings.llm_confidence_threshold and scene, result)
+        confident = result["confidence"] >= settings.llm_confidence_threshold
+        if not (confident and scene):
+            reasons["low_confidence" if not confident else "no_scene_field"] += 1
+        return Outcome(confident and scene, result)
 
-    ollama.attach_log(context.log.warning)  # outage messages: the CLI's console and the run's logs in the UI
-    outages_before = ollama.outage_counters()
-    ollama.wait_ready()
-    outcomes = walk_until_quota(candidates, target, analyze, ollama.total_slots,
+    llm.attach_log(context.log.warning)  # outage messages: the CLI's console and the run's logs in the UI
+    outages_before = llm.outage_counters()
+    llm.wait_ready()
+    outcomes = walk_until_quota(candidates, target, analyze, llm.total_slots,
                                 progress_logger(context, f"{key} analysis", len(candidates)),
-                                on_interrupt=ollama.stop_waiting)
+                                on_interrupt=llm.stop_waiting, stop=lambda: budget.spent)
+    above = sum(o.accepted for o in outcomes.values())
+    check_failure_share("environment_features", key, stats, len(outcomes), settings.max_failure_share)
+    if budget.spent and above < target and above < minimum_accepted(settings, quota):
+        raise Failure(budget_spent_message(key, "environment_features", budget, above,
+                                           minimum_accepted(settings, quota), quota, reasons, ANALYSIS_RELAXED_BY),
+                      metadata={"llm_requests": budget.used, "request_budget": budget.limit,
+                                **{f"rejected_{r}": n for r, n in sorted(reasons.items())}},
+                      allow_retries=False)
     for pos, outcome in outcomes.items():
         if outcome.value is None:
             continue
         result = outcome.value
+        frame.at[pos, "llm_requests"] = result["requests"]
+        if "labels" not in result:  # failed: rule labels kept, its requests counted
+            continue
         for field in ENV_FIELDS:
             frame.at[pos, field] = result["labels"][field]
         frame.at[pos, "confidence"] = result["confidence"]
         frame.at[pos, "env_source"] = "llm"
         frame.at[pos, "llm"] = json.dumps({k: result[k] for k in (
             "raw", "llm_labels", "invalid_fields", "rule_fields", "llm_confidence", "valid_json")}, ensure_ascii=False)
-    check_failure_share("environment_features", key, stats, len(outcomes), settings.max_failure_share)
-    analyzed = [o.value for o in outcomes.values() if o.value is not None]
-    context.log.info(f"{key}: analysed {len(outcomes)} chunk(s) with the LLM, "
-                     f"{sum(o.accepted for o in outcomes.values())} above the threshold (target {target})")
+    analyzed = [o.value for o in outcomes.values() if o.value is not None and "labels" in o.value]
+    context.log.info(f"{key}: analysed {len(outcomes)} chunk(s) with the LLM, {above} above the threshold "
+                     f"(target {target}; {budget.used} of {budget.limit} requests)")
     metadata = {
         "analysis_target": target,
         "analysed_chunks": len(outcomes),
-        "above_threshold": sum(o.accepted for o in outcomes.values()),
+        "above_threshold": above,
+        "llm_requests": budget.used,
+        "request_budget": budget.limit,
+        **{f"rejected_{r}": n for r, n in sorted(reasons.items())},
         "invalid_json_replies": sum(1 for r in analyzed if not r["valid_json"]),
         "fields_filled_by_rules": sum(len(r["rule_fields"]) for r in analyzed),
         "mean_llm_confidence": round(sum(r["confidence"] for r in analyzed) / len(analyzed), 3) if analyzed else 0.0,
         **stats.summary("analysis"),
-        **ollama.outage_metadata(outages_before),
-        "hosts": MetadataValue.json(ollama.host_metadata()),
+        **llm.outage_metadata(outages_before),
+        "hosts": MetadataValue.json(llm.host_metadata()),
     }
     return frame, metadata
 
@@ -122,7 +181,7 @@ def llm_features(context, settings: PipelineSettings, ollama: OllamaResource, ke
        retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
        pool=LLM_POOL, check_specs=[LABELS_IN_VOCABULARY])
 def environment_features(
-    context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, text_chunks
+    context: AssetExecutionContext, settings: PipelineSettings, llm: LLMClient, text_chunks
 ):
     """Rule analysis of every chunk (whole-word vocabularies, "unknown" when nothing is found); in the LLM modes,
     LLM analysis of the chunks the file's quota needs, validated and gap-filled by the rules."""
@@ -133,7 +192,7 @@ def environment_features(
         if settings.mode == "simple":
             frame, metadata = rule_features(chunks), {}
         else:
-            frame, metadata = llm_features(context, settings, ollama, key, chunks, quotas.get(key, 0))
+            frame, metadata = llm_features(context, settings, llm, key, chunks, quotas.get(key, 0))
         return frame, {
             "chunks": len(frame),
             "mean_confidence": round(float(frame["confidence"].mean()), 3) if len(frame) else 0.0,

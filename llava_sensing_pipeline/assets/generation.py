@@ -5,7 +5,9 @@
   each file's quota from the top of the ranking.
 - ``hybrid``: the same, over the chunks whose LLM analysis passed the confidence threshold.
 - ``llm``: over those chunks, in ranking order and up to the file's quota, the model writes a new paragraph; each
-  reply goes through the quality filter, with up to ``generation_attempts`` attempts (different seeds) per chunk.
+  reply goes through the quality filter, with up to ``generation_attempts`` attempts (different seeds) per chunk,
+  within what the analysis left of the file's request budget: a file whose budget runs out stops there, and fails
+  unless it got ``min_quota_share`` of its quota (then its shortfall is stated).
 """
 
 import json
@@ -28,12 +30,18 @@ from ..generation import (
     selection_order,
     walk_until_quota,
 )
-from ..ollama_resource import CallStats, LLMCallFailed, OllamaResource
+from ..llm import BudgetExhausted, CallStats, LLMCallFailed, LLMClient
 from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
 from ._partitioned import for_each_partition, pick, progress_logger, run_check
-from .environment import analysis_record, check_failure_share
+from .environment import (
+    analysis_record,
+    budget_spent_message,
+    check_failure_share,
+    minimum_accepted,
+    request_budget,
+)
 from .novels import LLM_POOL, PER_FILE
 from .sensor_records import sensor_record_from_row
 
@@ -140,14 +148,15 @@ def extractive_examples(table: pd.DataFrame, key: str, settings: PipelineSetting
             {"usable_chunks": len(usable)})
 
 
-def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSettings, ollama: OllamaResource,
-                 quota: int):
+def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSettings, llm: LLMClient, quota: int):
     """Generated paragraphs for the file's quota, each passing the quality filter; provenance per example."""
     stats = CallStats()
     rejections: Counter[str] = Counter()
-    ollama.attach_log(context.log.warning)  # outage messages: the CLI's console and the run's logs in the UI
-    outages_before = ollama.outage_counters()
-    digest = ollama.wait_ready()
+    analysis_requests = int(table["llm_requests"].sum()) if "llm_requests" in table else 0
+    budget = request_budget(settings, key, quota, used=analysis_requests)
+    llm.attach_log(context.log.warning)  # outage messages: the CLI's console and the run's logs in the UI
+    outages_before = llm.outage_counters()
+    digest = llm.wait_ready()
 
     rows = list(table.itertuples(index=False))
 
@@ -161,16 +170,18 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
             seed = derive_seed(settings.seed, key, int(row.chunk_index), "generation", attempt) % 2**31
             options = {"temperature": 0.8, "num_predict": GENERATION_NUM_PREDICT, "seed": seed}
             try:
-                reply = ollama.chat(messages, options=options)
-            except LLMCallFailed as exc:
+                reply = llm.chat(messages, options=options, budget=budget)
+            except LLMCallFailed as exc:  # BudgetExhausted included
                 stats.record_failure(exc.attempts)
+                rejections["budget" if isinstance(exc, BudgetExhausted) else "failed_requests"] += 1
                 return Outcome(False, error=str(exc))
             stats.record(reply)
             quality = check_quality(reply.text, sensor, min_words=settings.min_words, max_words=settings.max_words,
                                     min_alignment=settings.min_alignment)
             if quality.ok:
                 provenance = {
-                    "generation_method": GENERATION_METHODS["llm"], "generation_model": ollama.model,
+                    "generation_method": GENERATION_METHODS["llm"], "generation_model": llm.model,
+                    "llm_api": llm.api,
                     "model_digest": digest, "llm_success": True, "generation_attempts": attempt,
                     "generation_options": options, "generation_seed": seed, "alignment_score": quality.alignment,
                     "sensor_to_text_mapping": quality.mapping, "latency_s": round(reply.latency_s, 3),
@@ -181,28 +192,40 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
         return Outcome(False, error="rejected")
 
     candidates = _candidates(table, key, settings)
-    outcomes = walk_until_quota(candidates, quota, generate, ollama.total_slots,
+    outcomes = walk_until_quota(candidates, quota, generate, llm.total_slots,
                                 progress_logger(context, f"{key} generation", len(candidates)),
-                                on_interrupt=ollama.stop_waiting)
-    check_failure_share("generated_examples", key, stats, len(outcomes), settings.max_failure_share)
+                                on_interrupt=llm.stop_waiting, stop=lambda: budget.spent)
     rows = [o.value for o in outcomes.values() if o.accepted]
+    check_failure_share("generated_examples", key, stats, len(outcomes), settings.max_failure_share)
+    if budget.spent and len(rows) < minimum_accepted(settings, quota):
+        raise Failure(budget_spent_message(key, "generated_examples", budget, len(rows),
+                                           minimum_accepted(settings, quota), quota, rejections, RELAXED_BY),
+                      metadata={"llm_requests": analysis_requests + budget.used,
+                                **{f"rejected_{r}": n for r, n in sorted(rejections.items())}},
+                      allow_retries=False)
     if outcomes and not rows and rejections:
         raise Failure(all_rejected_message(len(outcomes), settings.generation_attempts, rejections),
                       metadata={f"rejected_{reason}": n for reason, n in sorted(rejections.items())},
                       allow_retries=False)
+    requests = analysis_requests + budget.used
     metadata = {
+        "llm_requests": requests,
+        "request_budget": budget.limit + analysis_requests,
+        "requests_per_accepted_example": round(requests / len(rows), 2) if rows else 0.0,
+        "budget_spent": budget.spent,
         "chunks_tried": len(outcomes),
         "rejected_chunks": sum(1 for o in outcomes.values() if not o.accepted),
         **{f"rejected_{reason}": n for reason, n in sorted(rejections.items())},
         **stats.summary("generation"),
-        **ollama.outage_metadata(outages_before),
-        "hosts": MetadataValue.json(ollama.host_metadata()),
+        **llm.outage_metadata(outages_before),
+        "hosts": MetadataValue.json(llm.host_metadata()),
     }
     return _frame(rows), metadata
 
 
 # The flag that relaxes each quality-filter rejection (the others are about the model's prose itself).
-RELAXED_BY = {"too_short": "--min-words", "too_long": "--max-words", "low_alignment": "--min-alignment"}
+RELAXED_BY = {"too_short": "--min-words", "too_long": "--max-words", "low_alignment": "--min-alignment",
+              "failed_requests": "--max-retries"}
 
 
 def all_rejected_message(chunks: int, attempts: int, rejections: Counter) -> str:
@@ -219,7 +242,7 @@ def all_rejected_message(chunks: int, attempts: int, rejections: Counter) -> str
        retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
        pool=LLM_POOL, check_specs=[EXAMPLES_MATCH_SOURCES])
 def generated_examples(
-    context: AssetExecutionContext, settings: PipelineSettings, ollama: OllamaResource, style_labels, text_chunks,
+    context: AssetExecutionContext, settings: PipelineSettings, llm: LLMClient, style_labels, text_chunks,
     environment_features, sensor_records,
 ):
     """Examples of one file in selection order; the export takes each file's quota from the top."""
@@ -230,13 +253,15 @@ def generated_examples(
         table = chunk_table(chunks, features, sensors, styles)
         quota = quotas.get(key, 0)
         if settings.mode == "llm":
-            frame, metadata = llm_examples(context, table, key, settings, ollama, quota)
+            frame, metadata = llm_examples(context, table, key, settings, llm, quota)
         else:
             frame, metadata = extractive_examples(table, key, settings, quota)
         accepted = min(len(frame), quota)
         note = usable_note(table, settings)
         if settings.mode == "llm" and metadata.get("rejected_chunks"):
             note += f"; {_plural(metadata['rejected_chunks'], 'chunk')} with no accepted paragraph (rejected or failed)"
+        if metadata.get("budget_spent"):
+            note += "; the file's request budget ran out (--max-requests-per-example)"
         return frame, {
             "chunks": len(table), "candidates": len(frame), "quota": quota, "accepted": accepted,
             "shortfall": max(0, quota - accepted), USABLE_NOTE_KEY: note, **metadata,
