@@ -102,7 +102,7 @@ def assert_stopped_by_the_outage(ws, err: TimedStderr, wait: float, args: list[s
     text = err.text()
     assert err.count(rf"Ollama at \S+ {what} since \d\d:\d\d:\d\d.*waiting for it to come back \(up to "
                      rf"{wait:g} s; Ctrl-C stops, re-running resumes\)") == 1, text  # once, not per request
-    assert re.search(rf"still down after waiting {wait:g} s \(--ollama-down-wait\)", text)
+    assert re.search(rf"still down after waiting {wait:g} s in all \(--ollama-down-wait\)", text)
     assert "1 file(s) failed" in text and "1 file(s) not started" in text and "Travel_Novel/B901_Salt_Roads" in text
     assert not (ws / "out" / "llm_dataset.json").exists()
     last = [line for line in text.splitlines() if line.strip()][-2:]

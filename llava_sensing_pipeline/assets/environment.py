@@ -3,8 +3,10 @@
 ``simple`` mode labels every chunk with the rule analyzer. The LLM modes also ask the model, for the chunks they
 will need only: in the file's seeded selection order until ``quota × analysis_margin`` chunks pass the confidence
 threshold (in hybrid mode, and know at least one context field; the margin covers generations that get rejected),
-and at most ``max_requests_per_example × quota`` requests (:func:`request_budget`): a file whose budget runs out
-before ``min_quota_share`` of its quota passed fails, with the reasons and the flags that relax them. The other
+and at most ``max_requests_per_example × quota`` requests (:func:`request_budget`). A file where fewer than
+``min_quota_share`` of its quota passed because of the model's answers (low confidence, failed requests, the budget
+spent) fails, with the top reasons and the flags that relax them; a text that simply has too few passages keeps
+its shortfall. The other
 chunks keep their rule labels and are not used as LLM-mode examples. ``llm_requests`` records the requests each
 chunk cost, so the generation step spends only what is left of the file's budget.
 """
@@ -77,7 +79,7 @@ def request_budget(settings: PipelineSettings, key: str, quota: int, used: int =
 
 
 def minimum_accepted(settings: PipelineSettings, quota: int) -> int:
-    """The fewest examples a file whose budget ran out may end with (``min_quota_share`` of its quota)."""
+    """The fewest examples a file whose model fell short may end with (``min_quota_share`` of its quota)."""
     return math.ceil(settings.min_quota_share * quota)
 
 
@@ -85,15 +87,21 @@ def minimum_accepted(settings: PipelineSettings, quota: int) -> int:
 ANALYSIS_RELAXED_BY = {"low_confidence": "--confidence-threshold", "failed_requests": "--max-retries"}
 
 
-def budget_spent_message(key: str, step: str, budget: RequestBudget, accepted: int, needed: int, quota: int,
-                         reasons: Counter, relaxed_by: dict[str, str]) -> str:
-    """Why a file stopped at its request cap: its figures, the top reasons and the flags that relax them."""
+def shortfall_failure(key: str, step: str, budget: RequestBudget, accepted: int, needed: int, quota: int,
+                      reasons: Counter, relaxed_by: dict[str, str]) -> Failure:
+    """A file whose model fell short of ``min_quota_share`` of its quota: its figures, whether the request budget
+    ran out, the top reasons and the flags that relax them. Not retried (the same replies would come back)."""
     top = reasons.most_common(3)
-    flags = sorted({relaxed_by[r] for r, _ in top if r in relaxed_by} | {"--max-requests-per-example"})
-    return (f"{step} {key}: the request budget ({budget.limit} requests for a quota of {quota}, "
-            f"--max-requests-per-example) was spent with {accepted} accepted, fewer than the {needed} needed "
-            f"(--min-quota-share); top reasons: {', '.join(f'{r} ({n})' for r, n in top) or 'none'}; relax "
-            f"{' / '.join(flags)}, or try a stronger --model")
+    flags = sorted({relaxed_by[r] for r, _ in top if r in relaxed_by}
+                   | ({"--max-requests-per-example"} if budget.spent else set()))
+    spent = (f"; the request budget ({budget.limit} requests for a quota of {quota}, --max-requests-per-example) "
+             "was spent" if budget.spent else "")
+    message = (f"{step} {key}: {accepted} accepted, fewer than the {needed} needed (--min-quota-share of a quota of "
+               f"{quota}){spent}; top reasons: {', '.join(f'{r} ({n})' for r, n in top)}; relax "
+               f"{' / '.join(flags + ['--min-quota-share'])}, or try a stronger --model")
+    return Failure(message, metadata={"llm_requests": budget.used, "request_budget": budget.limit,
+                                      **{f"rejected_{r}": n for r, n in sorted(reasons.items())}},
+                   allow_retries=False)
 
 
 def llm_features(context, settings: PipelineSettings, llm: LLMClient, key: str, chunks: pd.DataFrame,
@@ -138,12 +146,9 @@ def llm_features(context, settings: PipelineSettings, llm: LLMClient, key: str, 
                                 on_interrupt=llm.stop_waiting, stop=lambda: budget.spent)
     above = sum(o.accepted for o in outcomes.values())
     check_failure_share("environment_features", key, stats, len(outcomes), settings.max_failure_share)
-    if budget.spent and above < target and above < minimum_accepted(settings, quota):
-        raise Failure(budget_spent_message(key, "environment_features", budget, above,
-                                           minimum_accepted(settings, quota), quota, reasons, ANALYSIS_RELAXED_BY),
-                      metadata={"llm_requests": budget.used, "request_budget": budget.limit,
-                                **{f"rejected_{r}": n for r, n in sorted(reasons.items())}},
-                      allow_retries=False)
+    if reasons and above < minimum_accepted(settings, quota):
+        raise shortfall_failure(key, "environment_features", budget, above, minimum_accepted(settings, quota), quota,
+                                reasons, ANALYSIS_RELAXED_BY)
     for pos, outcome in outcomes.items():
         if outcome.value is None:
             continue

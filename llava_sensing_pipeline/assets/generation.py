@@ -6,8 +6,9 @@
 - ``hybrid``: the same, over the chunks whose LLM analysis passed the confidence threshold.
 - ``llm``: over those chunks, in ranking order and up to the file's quota, the model writes a new paragraph; each
   reply goes through the quality filter, with up to ``generation_attempts`` attempts (different seeds) per chunk,
-  within what the analysis left of the file's request budget: a file whose budget runs out stops there, and fails
-  unless it got ``min_quota_share`` of its quota (then its shortfall is stated).
+  within what the analysis left of the file's request budget: a file whose budget runs out stops there. A file
+  that got fewer than ``min_quota_share`` of its quota through budget, rejections or failed requests fails with
+  the top reasons; above that share its shortfall is stated.
 """
 
 import json
@@ -37,10 +38,10 @@ from ..settings import PipelineSettings
 from ._partitioned import for_each_partition, pick, progress_logger, run_check
 from .environment import (
     analysis_record,
-    budget_spent_message,
     check_failure_share,
     minimum_accepted,
     request_budget,
+    shortfall_failure,
 )
 from .novels import LLM_POOL, PER_FILE
 from .sensor_records import sensor_record_from_row
@@ -197,16 +198,13 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
                                 on_interrupt=llm.stop_waiting, stop=lambda: budget.spent)
     rows = [o.value for o in outcomes.values() if o.accepted]
     check_failure_share("generated_examples", key, stats, len(outcomes), settings.max_failure_share)
-    if budget.spent and len(rows) < minimum_accepted(settings, quota):
-        raise Failure(budget_spent_message(key, "generated_examples", budget, len(rows),
-                                           minimum_accepted(settings, quota), quota, rejections, RELAXED_BY),
-                      metadata={"llm_requests": analysis_requests + budget.used,
-                                **{f"rejected_{r}": n for r, n in sorted(rejections.items())}},
-                      allow_retries=False)
-    if outcomes and not rows and rejections:
+    if outcomes and not rows and rejections and not budget.spent:
         raise Failure(all_rejected_message(len(outcomes), settings.generation_attempts, rejections),
                       metadata={f"rejected_{reason}": n for reason, n in sorted(rejections.items())},
                       allow_retries=False)
+    if rejections and len(rows) < minimum_accepted(settings, quota):
+        raise shortfall_failure(key, "generated_examples", budget, len(rows), minimum_accepted(settings, quota),
+                                quota, rejections, RELAXED_BY)
     requests = analysis_requests + budget.used
     metadata = {
         "llm_requests": requests,

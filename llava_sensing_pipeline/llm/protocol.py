@@ -46,9 +46,13 @@ class LLMCallFailed(RuntimeError):
         self.attempts = attempts
 
 
-class PromptTooLong(LLMCallFailed):
+class PromptTooLong(ServerUnavailable):
     """The server refused the prompt as longer than its context, or cut it silently: no retry can change that, so
     the run stops at once with the server's reason and the setting that fixes it."""
+
+    def __init__(self, message: str, attempts: int = 0):
+        super().__init__(message)
+        self.attempts = attempts
 
 
 class BudgetExhausted(LLMCallFailed):
