@@ -169,9 +169,10 @@ def test_failed_partition_reruns_only_its_unfinished_chunks(workspace, scripted_
 
 
 def test_garbage_and_timeouts_beyond_the_failure_share_fail_the_partition(workspace, scripted_ollama, capsys):
-    """Garbage (a 200 reply whose JSON is cut off) is a failed request: asked again once, never cached. A timeout
-    is a failed request. Three garbage replies, then every request timing out: each file's failed share is above
-    25 %, so both partitions fail, and nothing was cached."""
+    """Garbage (a 200 reply whose JSON is cut off) is a rejected reply: never cached, not asked again (the same
+    seeded request gives the same reply), and not a failed request. A timeout is a failed request. Three garbage
+    replies, then every request timing out: each file's failed share is above 25 %, so both partitions fail, the
+    garbage is not counted among the failures, and nothing was cached."""
     scripted_ollama.set_script(faithful_script)
     scripted_ollama.inject_fault("garbage", count=3, path="/api/chat")
     scripted_ollama.inject_fault("timeout", count=10_000, path="/api/chat", seconds=1.5)
@@ -181,9 +182,9 @@ def test_garbage_and_timeouts_beyond_the_failure_share_fail_the_partition(worksp
     shares = {key: (int(failed), int(tried)) for key, failed, tried in re.findall(
         r"environment_features (\S+): (\d+) of (\d+) LLM requests failed after retries", err)}
     assert set(shares) == {"Modernist_Novel/A901_The_Glass_Weather", "Travel_Novel/B901_Salt_Roads"}
-    assert all(failed == tried for failed, tried in shares.values())
+    assert sorted(tried - failed for failed, tried in shares.values()) == [0, 3]  # one file got the garbage
     served = scripted_ollama.stats()["faults_served"]
-    assert served["garbage"] == 3 and served["timeout"] + 3 >= sum(failed for failed, _ in shares.values())
+    assert served["garbage"] == 3 and served["timeout"] >= sum(failed for failed, _ in shares.values())
     assert not (workspace / "out" / "llm_dataset.json").exists()
     with sqlite3.connect(workspace / "cache.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 0

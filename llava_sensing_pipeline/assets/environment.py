@@ -28,7 +28,7 @@ from ..environment_llm import (
     interpret_analysis,
 )
 from ..generation import MIN_SCENE_FIELDS, Outcome, scene_fields, selection_order, walk_until_quota
-from ..llm import BudgetExhausted, CallStats, LLMCallFailed, LLMClient, RequestBudget
+from ..llm import BudgetExhausted, CallStats, LLMCallFailed, LLMClient, ReplyRejected, RequestBudget
 from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
@@ -68,8 +68,18 @@ def check_failure_share(step: str, key: str, stats: CallStats, attempted: int, m
     step: each request was already retried, and a step retry would spend the file's budget again."""
     if attempted and stats.failures / attempted > max_share:
         raise Failure(f"{step} {key}: {stats.failures} of {attempted} LLM requests failed after retries "
-                      f"(more than {max_share:.0%}); finished replies are cached, so re-running this partition "
-                      f"only pays for the rest. Check the LLM server.", allow_retries=False)
+                      f"(more than {max_share:.0%}; most often: {stats.top_error()}); finished replies are cached, "
+                      "so re-running this partition only pays for the rest. Check the LLM server.",
+                      allow_retries=False)
+
+
+def failure_reason(error: LLMCallFailed) -> str:
+    """The rejection-reason key of a call that got no usable reply."""
+    if isinstance(error, BudgetExhausted):
+        return "budget"
+    if isinstance(error, ReplyRejected):
+        return f"{error.reason}_reply"
+    return "failed_requests"
 
 
 def request_budget(settings: PipelineSettings, key: str, quota: int, used: int = 0) -> RequestBudget:
@@ -125,9 +135,9 @@ def llm_features(context, settings: PipelineSettings, llm: LLMClient, key: str, 
         try:
             reply = llm.chat(analysis_messages(texts[pos]), options=options, fmt=ANALYSIS_SCHEMA, budget=budget,
                              validate=analysis_problem)
-        except LLMCallFailed as exc:  # BudgetExhausted included
-            stats.record_failure(exc.attempts)
-            reasons["budget" if isinstance(exc, BudgetExhausted) else "failed_requests"] += 1
+        except LLMCallFailed as exc:  # BudgetExhausted and ReplyRejected included
+            stats.record_failure(exc)
+            reasons[failure_reason(exc)] += 1
             return Outcome(False, error=str(exc), value={"requests": exc.attempts})
         stats.record(reply)
         result = interpret_analysis(reply.text, features_at(rules, pos))

@@ -31,7 +31,7 @@ from ..generation import (
     selection_order,
     walk_until_quota,
 )
-from ..llm import BudgetExhausted, CallStats, LLMCallFailed, LLMClient
+from ..llm import CallStats, LLMCallFailed, LLMClient, ReplyRejected
 from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
@@ -39,6 +39,7 @@ from ._partitioned import for_each_partition, pick, progress_logger, run_check
 from .environment import (
     analysis_record,
     check_failure_share,
+    failure_reason,
     minimum_accepted,
     request_budget,
     shortfall_failure,
@@ -172,9 +173,13 @@ def llm_examples(context, table: pd.DataFrame, key: str, settings: PipelineSetti
             options = {"temperature": 0.8, "num_predict": GENERATION_NUM_PREDICT, "seed": seed}
             try:
                 reply = llm.chat(messages, options=options, budget=budget)
+            except ReplyRejected as exc:  # empty or cut off: the next attempt (another seed)
+                stats.record_failure(exc)
+                rejections[failure_reason(exc)] += 1
+                continue
             except LLMCallFailed as exc:  # BudgetExhausted included
-                stats.record_failure(exc.attempts)
-                rejections["budget" if isinstance(exc, BudgetExhausted) else "failed_requests"] += 1
+                stats.record_failure(exc)
+                rejections[failure_reason(exc)] += 1
                 return Outcome(False, error=str(exc))
             stats.record(reply)
             quality = check_quality(reply.text, sensor, min_words=settings.min_words, max_words=settings.max_words,

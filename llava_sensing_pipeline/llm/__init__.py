@@ -12,6 +12,7 @@ from .protocol import (
     LLMReply,
     ModelNotAvailable,
     PromptTooLong,
+    ReplyRejected,
     RequestBudget,
     ServerDown,
     ServerUnavailable,
@@ -25,4 +26,4 @@ APIS = {"ollama": OllamaResource, "openai": OpenAICompatibleResource}
 
 __all__ = ["APIS", "DEFAULT_MODEL", "BudgetExhausted", "CacheUnavailable", "CallStats", "LLMCallFailed", "LLMClient",
            "LLMReply", "ModelNotAvailable", "OllamaResource", "OpenAICompatibleResource", "PromptTooLong",
-           "RequestBudget", "ServerDown", "ServerUnavailable", "is_outage", "stop_text", "stops_run"]
+           "ReplyRejected", "RequestBudget", "ServerDown", "ServerUnavailable", "is_outage", "stop_text", "stops_run"]

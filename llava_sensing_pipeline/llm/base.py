@@ -7,7 +7,9 @@ here, so both APIs behave the same way under faults:
 - **Cache.** A reply is kept under :func:`~.cache.request_key` (API, model, revision, messages, schema, options) and
   served from there on every later run. Only checked replies are kept.
 - **Checks.** A reply whose content is empty (after its reasoning is taken out), cut off at the token limit, or
-  refused by the caller's ``validate`` (e.g. not the JSON object asked for) is a failure: retried once, never cached.
+  refused by the caller's ``validate`` (e.g. not the JSON object asked for) is never cached: an empty one is asked
+  again once (a glitch), the others raise :class:`~.protocol.ReplyRejected` at once (the same seeded request would
+  give the same reply; the caller moves on, e.g. to another seed).
   Reasoning (``<think>`` blocks, Ollama's ``thinking``, ``reasoning_content``, gpt-oss's analysis channel) never
   reaches the content; its tokens are counted.
 - **Retries.** Timeouts, dropped connections of a host that still answers, 408/429/5xx are retried with backoff and
@@ -45,13 +47,14 @@ from .protocol import (
     LLMReply,
     ModelNotAvailable,
     PromptTooLong,
+    ReplyRejected,
     RequestBudget,
     ServerUnavailable,
 )
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 PROBE_AFTER_S = 15.0  # a request unanswered this long gets its host health-checked (slow or hung?)
-INVALID_REPLY_RETRIES = 1  # an empty, cut-off or off-schema reply is asked again this often
+EMPTY_REPLY_RETRIES = 1  # an empty reply is asked again this often
 MAX_RETRY_AFTER_S = 60.0
 # A prompt is taken as cut by the server when it reports fewer tokens than its characters / this. English prose
 # is 3.5-4.5 characters per token with the tokenizers of the models used here; only prompts the server reports as
@@ -109,14 +112,16 @@ def split_reasoning(content: str, reasoning: str = "") -> tuple[str, str]:
     return content.strip(), "\n".join(p for p in parts if p)
 
 
-def reply_problem(content: str, finish_reason: str, validate: Callable[[str], str | None] | None) -> str | None:
-    """Why a reply cannot be kept (None when it can): empty, cut off at the token limit, or refused by
-    ``validate``."""
+def reply_problem(content: str, finish_reason: str,
+                  validate: Callable[[str], str | None] | None) -> tuple[str, str] | None:
+    """Why a reply cannot be kept, as (reason, words), or None when it can: empty, cut off at the token limit, or
+    refused by ``validate``."""
     if not content.strip():
-        return "an empty reply"
+        return "empty", "an empty reply"
     if finish_reason == "length":
-        return "a reply cut off at the token limit"
-    return validate(content) if validate is not None else None
+        return "cut_off", "a reply cut off at the token limit"
+    problem = validate(content) if validate is not None else None
+    return ("off_schema", problem) if problem else None
 
 
 def context_fix(tokens: int) -> str:
@@ -132,10 +137,6 @@ def is_context_error(error: ServerError) -> bool:
     """A 4xx saying the prompt does not fit (llama.cpp: "exceeds the available context size"; vLLM: "maximum
     context length"; SGLang: "longer than the model's context length")."""
     return 400 <= error.status < 500 and bool(re.search(r"context|too long|too many tokens", error.message, re.I))
-
-
-class InvalidReply(Exception):
-    """A reply that failed the checks (empty, cut off, off-schema)."""
 
 
 class LLMResource(LLMClient):
@@ -350,7 +351,7 @@ class LLMResource(LLMClient):
         rng = rng_for(0, key, "backoff")
         prompt_chars = sum(len(m.get("content") or "") for m in messages)
         last: Exception | None = None
-        sent = failed = invalid = 0
+        sent = failed = empty = 0
         while True:
             retry_after = None
             if budget is not None:
@@ -405,18 +406,17 @@ class LLMResource(LLMClient):
                     problem = reply_problem(content, raw.finish_reason, validate)
                     if problem is None:
                         return self._keep(key, content, reasoning, raw, elapsed, sent)
-                    last = InvalidReply(problem)
-                    invalid += 1
-                    if invalid > INVALID_REPLY_RETRIES:
-                        break
+                    reason, words = problem
+                    empty += reason == "empty"
+                    if reason != "empty" or empty > EMPTY_REPLY_RETRIES:
+                        raise ReplyRejected(f"{host.url}: the model gave {words} ({sent} attempt(s); not kept)",
+                                            attempts=sent, reason=reason)
                     continue
             failed += 1
             if failed > self.max_retries:
                 break
             delay = self.backoff_s * 2 ** (failed - 1) * rng.uniform(0.5, 1.5)
             time.sleep(min(MAX_RETRY_AFTER_S, max(delay, retry_after or 0.0)))
-        if isinstance(last, InvalidReply):
-            raise LLMCallFailed(f"{self.url}: the model gave {last} ({sent} attempts; not kept)", attempts=sent)
         raise LLMCallFailed(f"{self.url}: {type(last).__name__}: {last} (after {sent} attempts; check the server, "
                             f"or raise --ollama-timeout)", attempts=sent)
 

@@ -5,8 +5,9 @@ Plain ``httpx`` (already installed with the ``ollama`` client): the pipeline nee
 timeout and pool logic (:mod:`.base`) and no streaming, so the ``openai`` package would add a dependency whose
 retries and timeouts would have to be turned off. Readiness and the model check through ``/v1/models``; structured
 output through ``response_format`` with the JSON schema; Ollama-style options mapped (``seed``, ``temperature``,
-``top_p``, ``num_predict`` → ``max_tokens``, ``stop``; ``num_ctx`` cannot be set per request on this API, the
-server's context applies); ``usage`` tokens recorded; 429 waits its ``Retry-After``. The API key is read from
+``top_p``, ``top_k``, ``num_predict`` → ``max_tokens``, ``stop``, ``repeat_penalty``), with Ollama's sampling
+defaults sent explicitly (:data:`SAMPLING_DEFAULTS`); ``num_ctx`` cannot be set per request on this API, the
+server's context applies; ``usage`` tokens recorded; 429 waits its ``Retry-After``. The API key is read from
 ``LLAVA_SENSING_LLM_API_KEY`` or ``OPENAI_API_KEY`` at each request and is never logged, cached or put in metadata.
 Reasoning: gpt-oss is asked for ``reasoning_effort: "low"``, other models for ``enable_thinking: false`` through
 ``chat_template_kwargs`` (honoured by the Qwen3 and DeepSeek templates on vLLM, SGLang and llama.cpp); what reasoning
@@ -28,6 +29,10 @@ from .protocol import ModelNotAvailable, ServerUnavailable
 
 DEFAULT_URL = "http://localhost:8000/v1"
 API_KEY_VARIABLES = ("LLAVA_SENSING_LLM_API_KEY", "OPENAI_API_KEY")
+# Ollama's sampling defaults, sent explicitly so that both APIs sample alike (servers' own defaults vary: llama.cpp
+# has no repeat penalty, vLLM takes the model's generation config). The penalty goes by two names: llama.cpp's
+# ``repeat_penalty`` and vLLM's / SGLang's ``repetition_penalty``; each server ignores the other's.
+SAMPLING_DEFAULTS = {"top_k": 40, "top_p": 0.9, "repeat_penalty": 1.1}
 # What identifies the served model in a /v1/models entry (its "created" is often the time of the call).
 REVISION_FIELDS = ("id", "root", "parent", "owned_by", "meta", "max_model_len")
 
@@ -59,8 +64,10 @@ def api_key(env: dict[str, str] | None = None) -> str | None:
 def request_body(model: str, messages: list[dict], fmt: Any, options: dict) -> dict:
     """The ``/v1/chat/completions`` body for Ollama-style ``options`` and a JSON schema ``fmt``."""
     body: dict[str, Any] = {"model": model, "messages": messages, "stream": False}
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p"), ("seed", "seed"),
-                         ("num_predict", "max_tokens"), ("stop", "stop")):
+    options = {**SAMPLING_DEFAULTS, **options}
+    for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"), ("seed", "seed"),
+                         ("num_predict", "max_tokens"), ("stop", "stop"), ("repeat_penalty", "repeat_penalty"),
+                         ("repeat_penalty", "repetition_penalty")):
         if options.get(ours) is not None:
             body[theirs] = options[ours]
     if fmt is not None:

@@ -46,6 +46,16 @@ class LLMCallFailed(RuntimeError):
         self.attempts = attempts
 
 
+class ReplyRejected(LLMCallFailed):
+    """The server answered, but the reply failed the checks: ``reason`` is ``empty`` (nothing after the reasoning),
+    ``cut_off`` (stopped at the token limit) or ``off_schema`` (refused by the caller's ``validate``). The model's
+    doing, not the server's: never cached, and counted as a rejection rather than a failed request."""
+
+    def __init__(self, message: str, attempts: int = 0, reason: str = "off_schema"):
+        super().__init__(message, attempts)
+        self.reason = reason
+
+
 class PromptTooLong(ServerUnavailable):
     """The server refused the prompt as longer than its context, or cut it silently: no retry can change that, so
     the run stops at once with the server's reason and the setting that fixes it."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from .protocol import LLMReply
+from collections import Counter
+
+from .protocol import LLMCallFailed, LLMReply, ReplyRejected
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -22,6 +24,8 @@ class CallStats:
         self.calls = 0
         self.cache_hits = 0
         self.failures = 0
+        self.rejected = 0
+        self.errors: Counter[str] = Counter()
         self.latencies: list[float] = []
         self.tokens = 0
         self.prompt_tokens = 0
@@ -40,10 +44,22 @@ class CallStats:
             self.reasoning_tokens += reply.reasoning_tokens
             self.eval_seconds += reply.eval_duration_s
 
-    def record_failure(self, attempts: int) -> None:
+    def record_failure(self, error: LLMCallFailed) -> None:
+        """A call that got no usable reply: a failed request, or a reply the checks rejected (the model's doing)."""
         with self._lock:
-            self.failures += 1
-            self.calls += attempts
+            self.calls += error.attempts
+            if isinstance(error, ReplyRejected):
+                self.rejected += 1
+            else:
+                self.failures += 1
+            self.errors[str(error).split(": ", 1)[-1][:120]] += 1
+
+    def top_error(self) -> str:
+        with self._lock:
+            if not self.errors:
+                return ""
+            (text, n), = self.errors.most_common(1)
+            return f"{text} ({n}×)"
 
     def summary(self, prefix: str) -> dict[str, float | int]:
         with self._lock:
@@ -51,6 +67,7 @@ class CallStats:
                 f"{prefix}_llm_calls": self.calls,
                 f"{prefix}_cache_hits": self.cache_hits,
                 f"{prefix}_failed_requests": self.failures,
+                f"{prefix}_rejected_replies": self.rejected,
                 f"{prefix}_latency_p50_s": round(percentile(self.latencies, 0.5), 3),
                 f"{prefix}_latency_p95_s": round(percentile(self.latencies, 0.95), 3),
                 f"{prefix}_tokens_in": self.prompt_tokens,

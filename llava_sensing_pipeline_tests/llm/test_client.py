@@ -114,7 +114,7 @@ def test_call_stats_summary():
     stats.record(LLMReply("a", False, 1.0, 100, 2.0, 1))
     stats.record(LLMReply("b", False, 3.0, 100, 2.0, 2))
     stats.record(LLMReply("c", True, 0.0, 100, 2.0, 0))
-    stats.record_failure(4)
+    stats.record_failure(LLMCallFailed("x: refused", attempts=4))
     s = stats.summary("x")
     assert s["x_llm_calls"] == 7 and s["x_cache_hits"] == 1 and s["x_failed_requests"] == 1
     assert s["x_tokens_per_second"] == 50.0 and s["x_latency_p95_s"] == 3.0
@@ -235,7 +235,7 @@ def test_partition_metadata_counts_the_llm_calls_the_server_saw(scripted_ollama,
 
     scripted_ollama.set_script(script)
     settings = PipelineSettings(input_dir=str(corpus), output_dir=str(tmp_path / "out"), mode="hybrid",
-                                num_examples=8)
+                                num_examples=8, llm_confidence_threshold=0.2)  # 2 of 7 fields at 0.9
     resources = {"settings": settings, "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(tmp_path / "s")),
                  "llm": make_client("ollama", scripted_ollama, tmp_path, max_retries=3)}
     instance = DagsterInstance.ephemeral()
