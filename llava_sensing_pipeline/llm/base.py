@@ -7,9 +7,10 @@ here, so both APIs behave the same way under faults:
 - **Cache.** A reply is kept under :func:`~.cache.request_key` (API, model, revision, messages, schema, options) and
   served from there on every later run. Only checked replies are kept.
 - **Checks.** A reply whose content is empty (after its reasoning is taken out), cut off at the token limit, or
-  refused by the caller's ``validate`` (e.g. not the JSON object asked for) is never cached: an empty one is asked
-  again once (a glitch), the others raise :class:`~.protocol.ReplyRejected` at once (the same seeded request would
-  give the same reply; the caller moves on, e.g. to another seed).
+  refused by the caller's ``validate`` (e.g. not the JSON object asked for) is never cached as an answer. An empty
+  one is a glitch: asked again once, and not remembered. The others raise :class:`~.protocol.ReplyRejected` at once
+  (the same seeded request gives the same reply; the caller moves on, e.g. to another seed), and the cache
+  remembers the rejection, not the text, so a re-run raises it again without a request.
   Reasoning (``<think>`` blocks, Ollama's ``thinking``, ``reasoning_content``, gpt-oss's analysis channel) never
   reaches the content; its tokens are counted.
 - **Retries.** Timeouts, dropped connections of a host that still answers, 408/429/5xx are retried with backoff and
@@ -345,6 +346,9 @@ class LLMResource(LLMClient):
         """
         key = request_key(self.api, self.model, self.digest, messages, fmt, options)
         hit = self.cache.get(key)
+        if hit is not None and hit.get("rejected"):
+            raise ReplyRejected(f"{self.url}: the model gave {hit['words']} (an earlier run's reply, not kept)",
+                                attempts=0, reason=hit["rejected"])
         if hit is not None and hit.get("text"):  # an empty reply cached by an earlier version is not an answer
             return LLMReply(hit["text"], True, hit.get("latency_s", 0.0), hit["eval_count"], hit["eval_duration_s"],
                             0, hit.get("prompt_tokens", 0), hit.get("reasoning_tokens", 0))
@@ -408,6 +412,8 @@ class LLMResource(LLMClient):
                         return self._keep(key, content, reasoning, raw, elapsed, sent)
                     reason, words = problem
                     empty += reason == "empty"
+                    if reason != "empty":
+                        self.cache.put(key, self.model, {"rejected": reason, "words": words, "text": ""})
                     if reason != "empty" or empty > EMPTY_REPLY_RETRIES:
                         raise ReplyRejected(f"{host.url}: the model gave {words} ({sent} attempt(s); not kept)",
                                             attempts=sent, reason=reason)

@@ -441,14 +441,28 @@ def test_empty_replies_are_retried_and_never_cached(api, scripted_ollama, tmp_pa
     assert r.chat(MESSAGES, options={"seed": 1}).text == "now an answer" and len(r.cache) == 1
 
 
-def test_cut_off_and_off_schema_replies_are_failures(api, scripted_ollama, tmp_path):
+def test_cut_off_and_off_schema_replies_are_rejected_and_remembered_as_rejections(api, scripted_ollama, tmp_path):
+    """Not asked again (a seeded request gives the same reply), not kept as an answer, and a re-run raises the same
+    rejection without a request."""
+    from llava_sensing_pipeline.llm import ReplyRejected
+
+    def not_json(text):
+        return None if text.startswith("{") else "a reply that is not JSON"
+
     scripted_ollama.set_script("one two three four five six")
     r = make_client(api, scripted_ollama, tmp_path)
-    with pytest.raises(LLMCallFailed, match="cut off at the token limit"):
+    with pytest.raises(ReplyRejected, match="cut off at the token limit") as info:
         r.chat(MESSAGES, options={"num_predict": 3})
-    with pytest.raises(LLMCallFailed, match="not JSON"):
-        r.chat(MESSAGES, options={}, validate=lambda text: None if text.startswith("{") else "a reply that is not JSON")
-    assert len(r.cache) == 0
+    assert info.value.reason == "cut_off" and info.value.attempts == 1
+    with pytest.raises(ReplyRejected, match="not JSON") as info:
+        r.chat(MESSAGES, options={}, validate=not_json)
+    assert info.value.reason == "off_schema" and scripted_ollama.stats()["completions"] == 2
+    again = make_client(api, scripted_ollama, tmp_path)
+    for options in ({"num_predict": 3}, {}):
+        with pytest.raises(ReplyRejected) as info:
+            again.chat(MESSAGES, options=options, validate=not_json)
+        assert info.value.attempts == 0
+    assert scripted_ollama.stats()["completions"] == 2
 
 
 def test_a_model_without_a_digest_still_gets_a_revision(scripted_ollama, tmp_path, monkeypatch):
@@ -597,3 +611,33 @@ def test_the_api_key_is_sent_and_kept_out_of_cache_and_config(scripted_ollama, t
         assert server.stats()["authorized"] >= 1
         assert "sk-secret" not in (tmp_path / "cache.sqlite").read_bytes().decode("latin-1")
         assert "sk-secret" not in repr(r) and "sk-secret" not in str(r.host_metadata())
+
+
+def test_resume_pays_only_for_the_unanswered_requests(api, scripted_ollama, tmp_path):
+    """A run where two of four requests fail (the server answers 500 past the retries): the re-run gets the two
+    answered ones from the cache and sends only the other two."""
+    failing = {"passage 1", "passage 3"}
+
+    def script(request):
+        if request.messages[-1]["content"] in failing:
+            from llava_sensing_pipeline_tests.support.ollama_test_server import RequestError
+
+            raise RequestError(500, "injected: the runner crashed")
+        return f"answer to {request.messages[-1]['content']}"
+
+    scripted_ollama.set_script(script)
+    prompts = [[{"role": "user", "content": f"passage {i}"}] for i in range(4)]
+    first = make_client(api, scripted_ollama, tmp_path, max_retries=1)
+    outcomes = []
+    for messages in prompts:
+        try:
+            outcomes.append(first.chat(messages, options={"seed": 1}).text)
+        except LLMCallFailed:
+            outcomes.append(None)
+    assert outcomes == ["answer to passage 0", None, "answer to passage 2", None]
+    assert scripted_ollama.stats()["completions"] == 2 + 2 * 2
+    failing.clear()
+    scripted_ollama.reset()
+    again = make_client(api, scripted_ollama, tmp_path)
+    assert [again.chat(m, options={"seed": 1}).text for m in prompts] == [f"answer to passage {i}" for i in range(4)]
+    assert scripted_ollama.stats()["completions"] == 2
