@@ -217,21 +217,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
         split_ratios=args.split_ratios, near_duplicate_threshold=args.near_duplicate_threshold,
         max_requests_per_example=args.max_requests_per_example, min_quota_share=args.min_quota_share,
     )
-    from .settings import record_env
+    from .settings import record_env, recorded_env
 
-    home = ensure_dagster_home()
+    recorded_env()  # an unreadable settings file is an error before anything else (SettingsUnreadable)
     env = run_env(args, settings)
-    record_env({**env, "LLAVA_SENSING_STORAGE_DIR": str(storage_dir())}, str(home))
     with scoped_env(env):  # what the definitions (and any worker process) are built from, for this command only
-        return _generate(args, settings, home)
+        files = _preflight(args, settings)
+        if isinstance(files, int):  # failed before it started: the instance and its settings are left as they were
+            return files
+        home = ensure_dagster_home()
+        record_env({**env, "LLAVA_SENSING_STORAGE_DIR": str(storage_dir())}, str(home))
+        return _generate(args, settings, home, files)
 
 
-def _generate(args: argparse.Namespace, settings, home: Path) -> int:
-    from dagster import DagsterInstance
-
-    from .definitions import build_definitions, llm_from_env
+def _preflight(args: argparse.Namespace, settings):
+    """The LLM server and model (LLM modes) and the selected files, checked before anything is written: the files,
+    or the exit status of a command that cannot start."""
+    from .definitions import llm_from_env
     from .llm import ModelNotAvailable, ServerUnavailable
-    from .runner import Runner, select_files
+    from .runner import select_files
 
     llm = llm_from_env()
     if args.mode != "simple":
@@ -255,6 +259,15 @@ def _generate(args: argparse.Namespace, settings, home: Path) -> int:
         print(f"error: no .txt novels under {settings.input_dir}: expected Modernist_Novel/*.txt and "
               "Travel_Novel/*.txt", file=sys.stderr)
         return 2
+    return files
+
+
+def _generate(args: argparse.Namespace, settings, home: Path, files) -> int:
+    from dagster import DagsterInstance
+
+    from .definitions import build_definitions
+    from .runner import Runner
+
     batch = args.batch_size or (50 if args.mode == "simple" else 1)
     print(f"llava-sensing: {len(files)} file(s) from {args.input_dir}, mode {args.mode}, seed {args.seed}, "
           f"DAGSTER_HOME={home}")
@@ -555,8 +568,13 @@ def main(argv: list[str] | None = None) -> int:
     # Dagster marks backfill policies and partitioned checks as beta or preview; nothing for the user to act on.
     warnings.filterwarnings("ignore", message=r".*(beta|preview)", category=Warning)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for the resume command in the summary
+    from .settings import SettingsUnreadable
+
     try:
         return _dispatch(args)
+    except SettingsUnreadable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: what finished is recorded; run the same command again to resume", file=sys.stderr)
         return 130

@@ -79,16 +79,30 @@ def settings_env(settings: PipelineSettings) -> dict[str, str]:
     return env
 
 
+class SettingsUnreadable(RuntimeError):
+    """``$DAGSTER_HOME/llava_sensing_settings.json`` exists but cannot be read: an error in the CLI and in the UI
+    (building the definitions from the defaults instead would run another corpus, or another mode)."""
+
+
 def recorded_env(home: str | None = None) -> dict[str, str]:
-    """The variables the CLI recorded in ``$DAGSTER_HOME`` (empty when it has not run there)."""
+    """The variables the CLI recorded in ``$DAGSTER_HOME`` (empty when it has not run there); raises
+    :class:`SettingsUnreadable` when the file is there but unreadable or not a JSON object."""
     home = home or os.environ.get("DAGSTER_HOME")
     if not home:
         return {}
-    try:
-        data = json.loads((Path(home) / SETTINGS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    path = Path(home) / SETTINGS_FILE
+    if not path.exists():
         return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        data = exc
+    if not isinstance(data, dict):
+        why = f"{type(data).__name__}: {data}" if isinstance(data, Exception) else "not a JSON object"
+        raise SettingsUnreadable(
+            f"{path} cannot be read ({why}). It holds the settings of the last `llava-sensing generate` on this "
+            "DAGSTER_HOME, which `dagster dev` uses: delete it (the next generate writes it again) or fix it.")
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def record_env(env: dict[str, str], home: str) -> None:

@@ -310,3 +310,38 @@ def test_a_file_that_gives_no_example_is_a_warning_with_its_reason(tmp_path, mon
     warning = f"x.txt/inner.txt: no examples: {entry['shortfall_reason']}"
     assert index["warnings"] == [warning]
     assert f"warning: {warning}" in captured.err
+
+
+# --- A command that fails before it starts leaves the instance as it was (issue 22, reproduction 1) ------------
+
+def test_llm_mode_with_no_server_leaves_the_recorded_settings_as_they_were(workspace, capsys):
+    """It used to record LLAVA_SENSING_MODE=llm in DAGSTER_HOME's settings although it wrote nothing: `status` then
+    called every file stale and `dagster dev` launched an llm run over every file."""
+    from llava_sensing_pipeline.settings import SETTINGS_FILE
+
+    assert main(["generate", "--input-dir", "Novel", "--num-examples", "4"]) == 0
+    settings = workspace / "home" / SETTINGS_FILE
+    before = settings.read_bytes()
+    rc = main(["generate", "--mode", "llm", "--input-dir", "Novel", "--num-examples", "4", "--llm-url",
+               "http://127.0.0.1:9"])
+    assert rc == 1 and "Nothing was written." in capsys.readouterr().err
+    assert settings.read_bytes() == before
+    assert main(["status"]) == 0
+    assert "stale" not in capsys.readouterr().out.lower()
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_unreadable_recorded_settings_are_an_error_in_the_cli_and_the_ui(workspace, capsys, content):
+    from llava_sensing_pipeline.definitions import build_definitions
+    from llava_sensing_pipeline.settings import SETTINGS_FILE, SettingsUnreadable
+
+    home = workspace / "home"
+    home.mkdir(exist_ok=True)
+    (home / SETTINGS_FILE).write_text(content, encoding="utf-8")
+    for argv in (["status"], ["generate", "--input-dir", "Novel"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{SETTINGS_FILE} cannot be read" in err and "delete it" in err and "Traceback" not in err
+    assert (home / SETTINGS_FILE).read_text(encoding="utf-8") == content  # not overwritten
+    with pytest.raises(SettingsUnreadable, match="dagster dev"):  # what the UI's code location shows
+        build_definitions()
