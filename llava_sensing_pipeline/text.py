@@ -1,7 +1,7 @@
 """Reading novels (research, Project Gutenberg or plain layout) and cutting them into chunks.
 
-``read_novel`` / ``parse_novel`` decode a file (UTF-8 with or without BOM, else Windows-1252, else Latin-1; no
-control character survives decoding), find the
+``read_novel`` / ``parse_novel`` decode a file (UTF-8 with or without BOM, UTF-16 with a BOM (Notepad's
+"Unicode"), else Windows-1252, else Latin-1; no control character survives decoding), find the
 START/END markers of either layout, keep only the body between them, and read the header into a
 metadata dict that never carries a source link. ``chunk_text`` turns a body into paragraph-aware
 chunks near a target size: hard-wrapped lines are re-joined, one-paragraph-per-line text is split
@@ -60,6 +60,7 @@ class TextChunk(NamedTuple):
 # --- decoding ---------------------------------------------------------------------------------
 
 _UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 # C0 control bytes other than TAB, LF, VT, FF and CR, plus DEL: text files hardly ever hold them.
 _CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
 _MAX_CONTROL_SHARE = 0.01
@@ -96,11 +97,20 @@ def decode_bytes(data: bytes, path: str) -> tuple[str, str]:
     """Decode raw bytes to ``(text, encoding)`` with LF line endings, U+00A0 replaced by a space and no
     control characters other than whitespace (:func:`repair_controls`).
 
-    UTF-8 with a BOM gives ``"utf-8-sig"``, without one ``"utf-8"``; bytes that are not valid UTF-8
+    UTF-16 with a byte-order mark (Notepad's "Unicode", little or big endian) gives ``"utf-16"``. UTF-8 with a
+    BOM gives ``"utf-8-sig"``, without one ``"utf-8"``; bytes that are not valid UTF-8
     are read as ``"cp1252"`` (Windows-1252: curly quotes and dashes in 0x80-0x9F), and bytes that are not
     valid Windows-1252 either (0x81, 0x8D, 0x8F, 0x90 or 0x9D) as ``"latin-1"`` (which never fails). NUL bytes
     or more than 1 % of other control bytes raise :class:`NovelReadError` ("looks like a binary file").
     """
+    if data.startswith(_UTF16_BOMS):
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise _binary_error(path, "it starts like UTF-16 text but is not valid UTF-16") from None
+        data, utf16 = text.encode("utf-8"), True
+    else:
+        utf16 = False
     if b"\x00" in data:
         raise _binary_error(path, "it contains NUL bytes")
     if data:
@@ -118,6 +128,7 @@ def decode_bytes(data: bytes, path: str) -> tuple[str, str]:
         except UnicodeDecodeError:
             continue
     text = repair_controls(text)
+    encoding = "utf-16" if utf16 else encoding
     return (text.replace("\xa0", " ") if "\xa0" in text else text), encoding
 
 

@@ -564,3 +564,17 @@ def test_cleaning_collapses_every_whitespace_run_like_split_and_join() -> None:
     for _ in range(5000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
         assert _clean(text) == " ".join(text.split()), repr(text)
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_text_with_a_bom_is_read_not_called_binary(codec) -> None:
+    """Issue 22, reproduction 5: Notepad's "Unicode" (UTF-16 with a BOM) was reported as a binary file."""
+    text = "The rain fell on the harbour.\r\nIt was a grey morning, and the gulls cried.\r\n"
+    data = ("\ufeff" + text).encode(codec) if codec != "utf-16" else text.encode("utf-16")
+    decoded, encoding = decode_bytes(data, "notepad.txt")
+    assert decoded == text.replace("\r\n", "\n") and encoding == "utf-16"
+
+
+def test_utf16_bom_with_broken_bytes_is_a_clear_error() -> None:
+    with pytest.raises(NovelReadError, match="not valid UTF-16"):
+        decode_bytes(b"\xff\xfe" + "ab".encode("utf-16-le") + b"\x00\xd8", "broken.txt")
