@@ -92,7 +92,9 @@ def plot_values(records: Sequence[Mapping]) -> dict:
         "humidity": [r["sensor_data"]["humidity"] for r in records],
         "imu": [[r["sensor_data"]["imu"][i] for r in records] for i in range(len(IMU_FIELDS))],
         "wind": dict(sorted(Counter(int(r["sensor_data"]["wind_direction"]) for r in records
-                                    if r["sensor_data"]["context"]["scenario"] != "indoor").items())),
+                                    if r["sensor_data"]["context"]["scenario"] not in ("indoor", "unknown")
+                                    and r["sensor_data"]["context"].get("wind", "unknown") not in ("calm", "unknown")
+                                    ).items())),
     }
 
 
@@ -145,7 +147,7 @@ def render_plots(values: Mapping) -> dict[str, bytes]:
     ax.bar([i * step for i in range(len(COMPASS_POINTS))], counts, width=step * 0.9, color="#4c72b0",
            edgecolor="white")
     ax.set_xticks([i * step for i in range(len(COMPASS_POINTS))], COMPASS_POINTS)
-    ax.set_title("Wind direction (where it comes from), outdoor examples")
+    ax.set_title("Wind direction (where it comes from), outdoor examples with a wind")
     pngs["wind"] = _png(fig)
     return pngs
 
@@ -233,8 +235,10 @@ def _provenance(records: Sequence[Mapping]) -> tuple[dict[str, int], list[tuple]
 LIMITATIONS = (
     "The sensor values are **simulated**, not measured: each is drawn from a seeded distribution conditioned on "
     "the context labels of its passage (see `llava_sensing_pipeline/sensors.py`). Indoor examples have no wind "
-    "(direction index 0), so they are left out of the wind rose, and shore and sea passages take their wind from "
-    "the northern sector (NNW to NE), which the wind rose shows.",
+    "(direction index 0); the wind rose shows only the examples whose passage is outdoors and tells of a wind (a "
+    "breeze or a strong wind), and shore and sea passages take their wind from the northern sector (NNW to NE). A "
+    "movement the passage does not tell is drawn at rest (gravity and sensor noise only), and the prompt then says "
+    "nothing of movement; an unknown wind is likewise left out of the prompt.",
     "The context labels (time of day, weather, scenario, movement) come from precision-first rules in `simple` "
     "mode (a cue word counts only in the narrated scene: past-tense narration, not negated, not in dialogue, a name, "
     "a comparison or a memory; otherwise the label is `unknown`), or from a language model in `hybrid` and `llm` "

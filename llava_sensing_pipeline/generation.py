@@ -73,21 +73,25 @@ def build_generation_prompt(sensor_record: Mapping, style: str) -> str:
     if context.get("weather", "unknown") != "unknown":
         scene.append(f"- Weather: {context['weather']}")
     scene_text = "\n".join(scene) if scene else "- Place, time and weather: not observed; infer them from the readings."
+    # only what the passage showed: an unknown wind or movement is left out, not made up
+    shown = [(name, words[key]) for name, key in (("Temperature", "temperature"), ("Humidity", "humidity"),
+                                                  ("Wind", "wind"), ("Movement", "movement")) if words[key]]
+    readings = "\n".join(f"- {name}: {text}" for name, text in shown)
+    felt = {"Temperature": "the temperature", "Humidity": "the humidity", "Wind": "the wind",
+            "Movement": "the way I move"}
+    names = [felt[name] for name, _ in shown]
+    felt = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
     return (
         f"You are a robot exploring the world, and you write literature about what your sensors feel.\n"
         f"Write one descriptive paragraph in the {style.replace('_', ' ')} style, in the first person (\"I\"), "
         f"as the robot narrator.\n\n"
         f"Context:\n{scene_text}\n\n"
-        f"Sensor readings, in words:\n"
-        f"- Temperature: {words['temperature']}\n"
-        f"- Humidity: {words['humidity']}\n"
-        f"- Wind: {words['wind']}\n"
-        f"- Movement: {words['movement']}\n\n"
+        f"Sensor readings, in words:\n{readings}\n\n"
         f"Style guidance: {STYLE_GUIDANCE[style]}\n\n"
         f"Rules:\n"
         f"- 150 to 250 words, one paragraph, first person throughout.\n"
         f"- Never write numbers or digits, and never state the sensor values themselves; convey them through sensation.\n"
-        f"- Let the temperature, humidity, wind and the way I move shape what I notice.\n"
+        f"- Let {felt} shape what I notice.\n"
         f"- Write only the paragraph: no title, no preamble, no quotation marks.\n"
     )
 

@@ -80,7 +80,9 @@ INDOOR_WIND_INDEX = 0
 IMU_FIELDS: tuple[str, ...] = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
 GRAVITY = 9.8
 # Standard deviations by movement: (acc_x/acc_y, acc_z around GRAVITY, gyro_x, gyro_y, gyro_z).
-# An unknown movement is drawn as walking.
+# An unknown movement is drawn at rest (IMU_AT_REST): gravity and sensor noise only. A record claims nothing the
+# passage does not show, and motion in the IMU is a claim (a narrator sitting by the fire used to be paired with a
+# walking IMU); a robot at rest is the reading that asserts least, and the prompt then says nothing of movement.
 IMU_NOISE: dict[str, tuple[float, float, float, float, float]] = {
     "active": (2.0, 0.5, 0.3, 0.3, 0.1),
     "walking": (0.5, 0.2, 0.1, 0.1, 0.05),
@@ -122,8 +124,9 @@ MOVEMENT_PHRASES: dict[str, str] = {
     "walking": "walking at an easy pace",
     "active": "hurrying, moving quickly and energetically",
 }
-WIND_LEVEL_WORDS: dict[str, str] = {"calm": "barely a breath of air", "breeze": "a light breeze",
-                                    "strong": "a strong wind", "unknown": "a wind"}
+WIND_LEVEL_WORDS: dict[str, str] = {"breeze": "a light breeze", "strong": "a strong wind"}
+CALM_WORDS = "no wind, the air is still"
+INDOOR_WIND_WORDS = "no wind, the indoor air is still"
 
 
 _TEMPERATURE_LOW, _TEMPERATURE_HIGH = SENSOR_RANGES["temperature"]
@@ -144,7 +147,8 @@ _T_HIGH = _table("temperature_hint", {k: v[1] for k, v in TEMPERATURE_RANGES.ite
 _T_SHIFT = _table("weather", WEATHER_TEMPERATURE_SHIFT)
 _H_BASE = _table("weather", HUMIDITY_BASE)
 _H_SHIFT = _table("humidity_hint", HUMIDITY_HINT_SHIFT)
-_IMU_SD = np.array([IMU_NOISE.get(m, IMU_NOISE["walking"]) for m in MOVEMENTS])  # by movement code
+IMU_AT_REST = "still"
+_IMU_SD = np.array([IMU_NOISE.get(m, IMU_NOISE[IMU_AT_REST]) for m in MOVEMENTS])  # by movement code
 _IMU_SD = _IMU_SD[:, [0, 0, 1, 2, 3, 4]]  # acc_x and acc_y share a deviation
 _ONSHORE = np.array(ONSHORE_WIND_INDICES)
 _SNOW, _INDOOR = _CODES["weather"]["snow"], _CODES["location"]["indoor"]
@@ -179,7 +183,7 @@ def synthesize_sensor_columns(labels: Mapping[str, Sequence[str]], streams: np.n
     each chunk's stream key (:func:`~llava_sensing_pipeline.seeding.chunk_streams`), which alone decides its draws.
     Raises ValueError for a label outside the vocabulary. Columns: ``temperature``, ``humidity`` (floats),
     ``wind_direction`` (ints), ``wind_direction_name``, ``imu`` (an ``n x 6`` array), ``movement``, ``scenario``,
-    ``time``, ``weather``.
+    ``time``, ``weather``, ``wind`` (the wind label: what the prompt may say of the wind).
     """
     n = len(streams)
     column = {name: labels.get(name) if labels.get(name) is not None else ["unknown"] * n for name in ENV_FIELDS}
@@ -216,11 +220,12 @@ def synthesize_sensor_columns(labels: Mapping[str, Sequence[str]], streams: np.n
         "scenario": list(column["location"]),
         "time": list(column["time_of_day"]),
         "weather": list(column["weather"]),
+        "wind": list(column["wind"]),
     }
 
 
 SENSOR_COLUMNS: tuple[str, ...] = ("temperature", "humidity", "wind_direction", "wind_direction_name", "imu",
-                                   "movement", "scenario", "time", "weather")
+                                   "movement", "scenario", "time", "weather", "wind")
 """The columns of :func:`synthesize_sensor_columns` (and of the ``sensor_records`` table)."""
 
 
@@ -234,7 +239,8 @@ def sensor_record(columns: Mapping[str, object], i: int) -> dict:
         "wind_direction_name": columns["wind_direction_name"][i],
         "imu": [float(v) for v in columns["imu"][i]],
         "movement": columns["movement"][i],
-        "context": {"scenario": columns["scenario"][i], "time": columns["time"][i], "weather": columns["weather"][i]},
+        "context": {"scenario": columns["scenario"][i], "time": columns["time"][i], "weather": columns["weather"][i],
+                    "wind": columns["wind"][i]},
     }
 
 
@@ -259,19 +265,27 @@ def band(value: float, bands: tuple[tuple[float, str, str], ...]) -> tuple[str, 
     return next((words, label) for upper, words, label in bands if value < upper)
 
 
-def describe_sensor_record(record: Mapping, wind_level: str = "unknown") -> dict[str, str]:
-    """Words (no digits) for a record's temperature, humidity, wind and movement, for a prompt.
+def describe_sensor_record(record: Mapping) -> dict[str, str]:
+    """Words (no digits) for a record's temperature, humidity, wind and movement, for a prompt; ``""`` for what
+    the passage did not show, which the prompt then leaves out.
 
-    ``wind_level`` is the chunk's wind label (calm/breeze/strong/unknown); indoors is always calm.
-    An unknown movement is described as walking, as its IMU values are drawn as walking.
+    The wind comes from the record's wind label (``context.wind``): calm is still air, a breeze or a strong wind
+    blows from the vane's direction, an unknown wind is not described (the vane still reads a direction, but the
+    passage said nothing of wind); indoors there is none. An unknown movement is not described (its IMU is drawn at
+    rest).
     """
+    level = record["context"].get("wind", "unknown")
     if record["context"]["scenario"] == "indoor":
-        wind = "no wind, the indoor air is still"
+        wind = INDOOR_WIND_WORDS
+    elif level == "calm":
+        wind = CALM_WORDS
+    elif level in WIND_LEVEL_WORDS:
+        wind = f"{WIND_LEVEL_WORDS[level]} {wind_phrase(record['wind_direction'])}"
     else:
-        wind = f"{WIND_LEVEL_WORDS.get(wind_level, WIND_LEVEL_WORDS['unknown'])} {wind_phrase(record['wind_direction'])}"
+        wind = ""
     return {
         "temperature": band(record["temperature"], TEMPERATURE_FEEL)[0],
         "humidity": band(record["humidity"], HUMIDITY_FEEL)[0],
         "wind": wind,
-        "movement": MOVEMENT_PHRASES.get(record["movement"], MOVEMENT_PHRASES["walking"]),
+        "movement": MOVEMENT_PHRASES.get(record["movement"], ""),
     }

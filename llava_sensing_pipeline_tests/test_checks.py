@@ -132,7 +132,7 @@ def features_frame(**overrides) -> pd.DataFrame:
 def sensor_frame(**overrides) -> pd.DataFrame:
     row = {"chunk_index": 0, "temperature": 3.5, "humidity": 80.0, "wind_direction": 4, "wind_direction_name": "E",
            "imu": [0.1, -0.2, 9.8, 0.01, 0.0, -0.02], "movement": "walking", "scenario": "city_walking",
-           "time": "morning", "weather": "rain"}
+           "time": "morning", "weather": "rain", "wind": "unknown"}
     row.update(overrides)
     return pd.DataFrame([row])
 
@@ -180,7 +180,7 @@ def test_sensor_problems_check_each_record_against_its_chunk_labels():
 
 RAINY_MORNING = {"temperature": 3.5, "humidity": 80.0, "wind_direction": 4, "wind_direction_name": "E",
                  "imu": [0.1, -0.2, 9.8, 0.01, 0.0, -0.02], "movement": "walking",
-                 "context": {"scenario": "city_walking", "time": "morning", "weather": "rain"}}
+                 "context": {"scenario": "city_walking", "time": "morning", "weather": "rain", "wind": "unknown"}}
 SOURCE = chunks("First passage.", "Second passage.").assign(char_start=[0, 20], char_end=[14, 35])
 SENSORS = pd.concat([sensor_frame(), sensor_frame(chunk_index=1)], ignore_index=True)
 FEATURES = pd.concat([features_frame(), features_frame(chunk_index=1)], ignore_index=True)

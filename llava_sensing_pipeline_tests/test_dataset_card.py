@@ -38,7 +38,8 @@ def _record(i: int, novel: str, mode: str = "simple") -> dict:
         "sensor_data": {"temperature": round(-3 + (i * 7) % 35, 1), "humidity": float(20 + (i * 13) % 80),
                         "wind_direction": 0 if scenario == "indoor" else i % 16, "wind_direction_name": "N",
                         "imu": [0.1 * (i % 5), -0.2, 9.8, 0.01, 0.0, -0.01], "movement": ["still", "walking"][i % 2],
-                        "context": {"scenario": scenario, "time": TIMES[i % 3], "weather": "clear"}},
+                        "context": {"scenario": scenario, "time": TIMES[i % 3], "weather": "clear",
+                                    "wind": "calm" if i == 7 else "breeze"}},
         "literary_style": "modernist_novel" if novel.startswith("Modernist") else "travel_novel",
         "prompt": "p",
         "target_paragraph": f"Passage {i} of {stem}. " + "The wind moved over the water and the light changed. " * 8,
@@ -140,11 +141,14 @@ def test_licence_note(tmp_path, corpus):
     assert input_licence_note(tmp_path) is None
 
 
-def test_wind_rose_leaves_out_indoor_examples():
+def test_wind_rose_shows_only_outdoor_examples_with_a_wind():
+    """Issue 22, reproduction 3: the rose, titled "outdoor examples", counted examples whose scene is unknown."""
     records = [_record(i, NOVELS[0]) for i in range(8)]
+    records[1]["sensor_data"]["context"]["scenario"] = "unknown"
     values = plot_values(records)
-    outdoor = [r for r in records if r["sensor_data"]["context"]["scenario"] != "indoor"]
-    assert sum(values["wind"].values()) == len(outdoor) == 6
+    shown = [r for r in records if r["sensor_data"]["context"]["scenario"] not in ("indoor", "unknown")
+             and r["sensor_data"]["context"]["wind"] == "breeze"]
+    assert sum(values["wind"].values()) == len(shown) == 4
     assert values["labels"]["scenario"]["indoor"] == 2 and len(values["imu"]) == 6
 
 
