@@ -19,6 +19,7 @@ setup(
         "pandas>=2.2,<4",
         "pyarrow>=15,<27",
         "pydantic>=2.6,<3",
+        "tqdm>=4.60,<5",
         "universal-pathlib>=0.2,<0.4",
     ],
     extras_require={

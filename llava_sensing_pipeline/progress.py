@@ -1,5 +1,8 @@
-"""What the CLI shows while Dagster works: a progress line that moves per file (in place on a terminal, plain lines
-otherwise), and Dagster's full output in a log file instead of the terminal (``--verbose`` shows it too).
+"""What the CLI shows while Dagster works: a progress line that moves per file (a live ``tqdm`` line with rate and
+ETA on a terminal; otherwise plain lines, at most one per step every ``PLAIN_EVERY_S`` seconds and its last), the
+steps' warnings (an outage) once each, and Dagster's full output in a log file instead of the terminal
+(``--verbose`` shows it too). A file that fails is not printed while the run goes on (the runner's ``[3/7] …: 1
+failed`` line says so); the summary at the end gives it one line: what, why, what to do.
 
 The steps report progress with :func:`report_progress` (at most one message a second per step, so a long run does
 not fill the event log); the CLI's runs carry two loggers that read those messages and everything else:
@@ -15,12 +18,18 @@ import sys
 import time
 
 from dagster import Field, InitLoggerContext, colored_console_logger, logger
+from tqdm import tqdm
 
 PREFIX = "progress: "
 _last: dict[str, float] = {}
 # Dagster's notices for the steps it skips after a failure: consequences of an error already shown, not news.
 SKIPPED_STEP = re.compile(r"^Dependencies for step \S+ (?:failed|were not executed)")
 COUNTER = re.compile(r" \[\d+/\d+\] ")  # "[4/6]": a step's position in its run, which differs between runs
+# "<step> [4/6] <partition>: <why>": one partition failed; the CLI's summary gives it its one line.
+PARTITION_FAILED = re.compile(r"^\S+ \[\d+/\d+\] \S.*?: ")
+# "<step> <done>/<total> <what>, ...": a progress report
+PROGRESS = re.compile(r"^(?P<step>.+?) (?P<done>\d+)/(?P<total>\d+) (?P<rest>.*)$")
+PLAIN_EVERY_S = 10.0
 _shown: set[str] = set()
 
 
@@ -53,29 +62,58 @@ class _ProgressHandler(logging.Handler):
     def __init__(self, tty: bool):
         super().__init__(logging.INFO)
         self.tty = tty
+        self.bar: tqdm | None = None
+        self.bar_step = ""
+        self.printed: dict[str, float] = {}  # step -> when its last plain line was written
 
     def emit(self, record: logging.LogRecord) -> None:
         message = _original(record)
         meta = getattr(record, "dagster_meta", None)
         if record.levelno >= logging.WARNING and not (isinstance(meta, dict) and meta.get("dagster_event")):
-            # the steps' own warnings and errors, one line each (an Ollama outage, a file that failed), not Dagster's;
-            # each once per process (a failed range run and the run that isolates the failed file report it alike)
+            # the steps' own warnings and errors, one line each (an outage), not Dagster's; each once per process (a
+            # failed range run and the run that isolates the failed file report it alike); a failed partition is
+            # left to the summary
             key = f"{record.levelname}:{COUNTER.sub(' ', message)}"
-            if SKIPPED_STEP.match(message) or key in _shown:
+            if SKIPPED_STEP.match(message) or PARTITION_FAILED.match(message) or key in _shown:
                 return
             _shown.add(key)
-            line = f"  {record.levelname.lower()}: {message}"
-            sys.stderr.write(("\n" if self.tty else "") + line + "\n")
-            sys.stderr.flush()
+            self._write(f"  {record.levelname.lower()}: {message}")
             return
-        if not message.startswith(PREFIX):
+        match = PROGRESS.match(message[len(PREFIX):]) if message.startswith(PREFIX) else None
+        if match is None:
             return
-        line = "  " + message[len(PREFIX):]
+        step, done, total = match["step"], int(match["done"]), int(match["total"])
         if self.tty:
-            sys.stderr.write("\r" + line[:119].ljust(119) + "\r")
-        else:
-            sys.stderr.write(line + "\n")
+            self._live(step, done, total, match["rest"].split(",")[0])
+            return
+        now = time.monotonic()
+        if step not in self.printed:  # a step's clock starts at its first report: a quick step shows its last only
+            self.printed[step] = now
+        if done < total and now - self.printed[step] < PLAIN_EVERY_S:
+            return
+        self.printed[step] = now
+        self._write("  " + message[len(PREFIX):])
+
+    def _live(self, step: str, done: int, total: int, what: str) -> None:
+        """One live line on the terminal (tqdm: count, rate, elapsed, ETA), redrawn in place."""
+        if self.bar is None or step != self.bar_step or total != self.bar.total:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = tqdm(total=total, desc=f"  {step}", unit=what.split()[0] if what else "it", leave=False,
+                            file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+            self.bar_step = step
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
+            self.bar = None
+
+    def _write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.clear()
+        sys.stderr.write(line + "\n")
         sys.stderr.flush()
+        if self.bar is not None:
+            self.bar.refresh()
 
 
 @logger(config_schema={"tty": Field(bool, default_value=False)},

@@ -345,3 +345,17 @@ def test_unreadable_recorded_settings_are_an_error_in_the_cli_and_the_ui(workspa
     assert (home / SETTINGS_FILE).read_text(encoding="utf-8") == content  # not overwritten
     with pytest.raises(SettingsUnreadable, match="dagster dev"):  # what the UI's code location shows
         build_definitions()
+
+
+def test_a_failed_file_is_one_line_once_and_quick_steps_one_line_each(workspace, capsys):
+    """Issue 22, reproduction 5: one empty file among 7 printed its ~240-character reason three times, and every
+    progress update of every step was a line of its own on a pipe."""
+    (workspace / "Novel" / "Travel_Novel" / "B000_Empty.txt").write_bytes(b"")
+    assert generate(workspace) == 1
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert text.count("the file is empty") == 1
+    reason = next(line for line in text.splitlines() if "the file is empty" in line)
+    assert "remove it from the input folder or replace it" in reason  # what, why, what to do
+    progress = [line.strip() for line in captured.err.splitlines() if " files, " in line and "ETA" in line]
+    assert progress and all(line.split(" files")[0].split()[-1] in ("1/1", "3/3", "6/6", "7/7") for line in progress)

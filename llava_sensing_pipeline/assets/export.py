@@ -135,8 +135,10 @@ def export_dataset(log, settings: PipelineSettings, keys: list[str], generated_e
     card = write_dataset_card(settings.output_dir, ordered, index,
                               corpus_manifest(settings.input_dir, [r.source_path for r in reports]),
                               code_versions, input_licence_note(settings.input_dir))
-    for f in failed:
-        log.warning(f"not exported: {f['source_path']} ({f['reason']})")
+    if failed:  # their reasons are in the index (failed_files) and each partition's failure: not repeated here
+        paths = [f["source_path"] for f in failed]
+        log.warning(f"not exported: {len(paths)} failed file(s), listed with their reasons in the index's "
+                    f"failed_files: {', '.join(paths[:5])}{' …' if len(paths) > 5 else ''}")
     for warning in warnings:
         log.warning(warning)
     for warning in plan.warnings:
