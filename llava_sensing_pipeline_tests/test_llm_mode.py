@@ -172,7 +172,7 @@ def test_garbage_and_timeouts_beyond_the_failure_share_fail_the_partition(worksp
     """Garbage (a 200 reply whose JSON is cut off) is a rejected reply: never cached, not asked again (the same
     seeded request gives the same reply), and not a failed request. A timeout is a failed request. Three garbage
     replies, then every request timing out: each file's failed share is above 25 %, so both partitions fail, the
-    garbage is not counted among the failures, and nothing was cached."""
+    garbage is not counted among the failures, and no answer was cached (only the garbage's rejection)."""
     scripted_ollama.set_script(faithful_script)
     scripted_ollama.inject_fault("garbage", count=3, path="/api/chat")
     scripted_ollama.inject_fault("timeout", count=10_000, path="/api/chat", seconds=1.5)
@@ -186,8 +186,9 @@ def test_garbage_and_timeouts_beyond_the_failure_share_fail_the_partition(worksp
     served = scripted_ollama.stats()["faults_served"]
     assert served["garbage"] == 3 and served["timeout"] >= sum(failed for failed, _ in shares.values())
     assert not (workspace / "out" / "llm_dataset.json").exists()
-    with sqlite3.connect(workspace / "cache.sqlite") as db:
-        assert db.execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 0
+    with sqlite3.connect(workspace / "cache.sqlite") as db:  # the garbage is remembered as rejected, never as text
+        kept = [json.loads(reply) for (reply,) in db.execute("SELECT reply FROM replies")]
+    assert len(kept) == 3 and all(r["rejected"] == "off_schema" and not r["text"] for r in kept)
 
 
 def test_real_model_llm_and_hybrid(workspace, real_ollama):
