@@ -7,8 +7,6 @@ import os
 import shutil
 import time
 
-import pytest
-
 from llava_sensing_pipeline.cli import main
 from llava_sensing_pipeline.generation import check_quality
 from llava_sensing_pipeline_tests.support.llamacpp_server import LlamaCppServer

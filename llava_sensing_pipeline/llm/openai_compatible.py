@@ -16,7 +16,6 @@ still comes back (``reasoning_content``, ``reasoning``, ``<think>``, harmony cha
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, ClassVar
 
