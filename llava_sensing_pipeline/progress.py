@@ -2,7 +2,8 @@
 ETA on a terminal; otherwise plain lines, at most one per step every ``PLAIN_EVERY_S`` seconds and its last), the
 steps' warnings (an outage) once each, and Dagster's full output in a log file instead of the terminal
 (``--verbose`` shows it too). A file that fails is not printed while the run goes on (the runner's ``[3/7] …: 1
-failed`` line says so); the summary at the end gives it one line: what, why, what to do.
+failed`` line says so); the summary at the end gives it one line: what, why, what to do. A failure that stops the
+run (the server gone, or its context too small) is shown at once.
 
 The steps report progress with :func:`report_progress` (at most one message a second per step, so a long run does
 not fill the event log); the CLI's runs carry two loggers that read those messages and everything else:
@@ -19,6 +20,8 @@ import time
 
 from dagster import Field, InitLoggerContext, colored_console_logger, logger
 from tqdm import tqdm
+
+from .llm.protocol import stops_run
 
 PREFIX = "progress: "
 _last: dict[str, float] = {}
@@ -72,9 +75,11 @@ class _ProgressHandler(logging.Handler):
         if record.levelno >= logging.WARNING and not (isinstance(meta, dict) and meta.get("dagster_event")):
             # the steps' own warnings and errors, one line each (an outage), not Dagster's; each once per process (a
             # failed range run and the run that isolates the failed file report it alike); a failed partition is
-            # left to the summary
+            # left to the summary, unless its failure stops the run (the server is gone or too small): that is
+            # news now
             key = f"{record.levelname}:{COUNTER.sub(' ', message)}"
-            if SKIPPED_STEP.match(message) or PARTITION_FAILED.match(message) or key in _shown:
+            left_to_summary = PARTITION_FAILED.match(message) and not stops_run(message)
+            if SKIPPED_STEP.match(message) or left_to_summary or key in _shown:
                 return
             _shown.add(key)
             self._write(f"  {record.levelname.lower()}: {message}")

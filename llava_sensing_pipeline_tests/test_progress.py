@@ -41,6 +41,9 @@ def test_warnings_are_shown_once_and_a_failed_file_is_left_to_the_summary(handle
     progress.new_session()  # the next command in this process shows it again
     handler.emit(record(logging.WARNING, outage))
     assert capsys.readouterr().err == f"  warning: {outage}\n"
+    stop = "environment_features [1/1] Travel_Novel/B901: ServerDown: Ollama at http://h:1 still down"
+    handler.emit(record(logging.ERROR, stop))  # a failure that stops the run is news now
+    assert capsys.readouterr().err == f"  error: {stop}\n"
 
 
 def test_without_a_terminal_each_step_writes_a_line_every_few_seconds_and_its_last(handler, capsys, monkeypatch):
