@@ -548,6 +548,14 @@ def cmd_eval_labels(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
         analyzer = (f"LLM analyzer {llm.model} through the {llm.api} API at {llm.url} (hybrid mode; gaps filled "
                     "from rule labels)")
+        failed = int(predictions.notes.get("failed_requests", 0))
+        if failed:  # no usable reply is not an "unknown" prediction: left out of the figures, and a failed command
+            passages, predictions = label_eval.without_unanswered(passages, predictions)
+            print(f"warning: {failed} of {failed + len(passages)} passage(s) got no usable reply (a failed request or "
+                  f"a rejected reply): left out of the figures, which cover {len(passages)}; check the server and "
+                  "the model, then re-run (answered passages come from the cache)", file=sys.stderr)
+            if not passages:
+                return 1
     report = label_eval.evaluate(passages, predictions, gold, agreement=label_eval.load_agreement(data, split))
     report.update(mode=args.mode, split=split, analyzer=analyzer)
     title = (f"eval-labels: {analyzer}; split {split} ({label_eval.SPLIT_NAMES[split]}), {len(passages)} passages; "
@@ -555,7 +563,7 @@ def cmd_eval_labels(args: argparse.Namespace) -> int:
     print(label_eval.format_report(report, title))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    return 0
+    return 1 if report["notes"].get("failed_requests") else 0
 
 
 def main(argv: list[str] | None = None) -> int:

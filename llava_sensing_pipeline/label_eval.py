@@ -237,6 +237,15 @@ class Predictions:
     notes: dict[str, object] = field(default_factory=dict)
 
 
+def without_unanswered(passages: Sequence[dict], predictions: Predictions) -> tuple[list[dict], Predictions]:
+    """The passages the analyzer answered, and their predictions (an LLM request that failed gives no labels: it is
+    not a prediction of "unknown", and must not be scored as one)."""
+    keep = [i for i, labels in enumerate(predictions.labels) if labels]
+    return ([passages[i] for i in keep],
+            Predictions([predictions.labels[i] for i in keep], [predictions.confidences[i] for i in keep],
+                        dict(predictions.notes)))
+
+
 def evaluate(passages: Sequence[dict], predictions: Predictions, gold: Mapping[str, dict],
              fields: Sequence[str] = EVAL_FIELDS, seed: int = 0, agreement: Mapping[str, dict] | None = None) -> dict:
     """The report of ``predictions`` against the hand labels (JSON-serialisable; :func:`format_report` prints it)."""

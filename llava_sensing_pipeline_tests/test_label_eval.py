@@ -193,3 +193,18 @@ def test_eval_labels_hybrid_against_the_real_test_model(real_ollama, tmp_path, m
     text = capsys.readouterr().out
     assert f"LLM analyzer {MODEL}" in text and "1 passages" in text and "failed_requests 0" in text
     assert real_ollama.stats()["chat"] == 1
+
+
+def test_eval_labels_hybrid_leaves_unanswered_passages_out_and_exits_1(scripted_ollama, tmp_path, monkeypatch,
+                                                                        capsys):
+    """Issue 22, reproduction 4: failed requests were scored as "unknown" predictions and the command exited 0."""
+    monkeypatch.setenv("LLAVA_SENSING_LLM_CACHE", str(tmp_path / "cache.sqlite"))
+    answers = iter(['{"weather": "fog", "confidence": 0.8}', "not JSON at all"] * 2)
+    scripted_ollama.set_script(lambda request: next(answers))
+    out = tmp_path / "report.json"
+    assert main(["eval-labels", "--mode", "hybrid", "--model", MODEL, "--ollama-host", scripted_ollama.url,
+                 "--split", "dev", "--limit", "4", "--parallel", "1", "--json", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "2 of 4 passage(s) got no usable reply" in err and "left out of the figures, which cover 2" in err
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["passages"] == 2 and report["fields"]["weather"]["given"] == 2
