@@ -404,7 +404,7 @@ class LLMResource(LLMClient):
                     last = exc
                 else:
                     elapsed = time.monotonic() - started
-                    self.pool.release(host, seconds=elapsed, tokens=raw.completion_tokens)
+                    self.pool.release(host, seconds=elapsed, tokens=raw.completion_tokens, started=started)
                     self._check_prompt(host, raw, prompt_chars, sent)
                     content, reasoning = split_reasoning(raw.content, raw.reasoning)
                     problem = reply_problem(content, raw.finish_reason, validate)

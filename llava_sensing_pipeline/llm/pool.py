@@ -227,7 +227,9 @@ class HostPool:
                 self._cond.wait(timeout=0.05)
 
     def release(self, host: Host, *, seconds: float, tokens: int = 0, failed: bool = False,
-                unreachable: bool = False, hung: bool = False) -> None:
+                unreachable: bool = False, hung: bool = False, started: float | None = None) -> None:
+        """Ends a request on ``host``. An answer marks a host that was taken out as up again, unless the request
+        was sent before it went down (``started``, monotonic): that answer says nothing of the host since."""
         with self._cond:
             host.in_use -= 1
             host.requests += 1
@@ -237,8 +239,8 @@ class HostPool:
                 host.failures += 1
             if unreachable or hung:
                 self._mark_down_locked(host, hung=hung)
-            elif not failed:
-                self._mark_up_locked(host)  # an answer: it is up, whatever another request saw
+            elif not failed and (started is None or not host.down_until or started > host.down_mono):
+                self._mark_up_locked(host)  # an answer to a request sent since: it is up, whatever another saw
             self._cond.notify_all()
 
     def mark_down(self, url: str, hung: bool = False) -> None:
