@@ -61,6 +61,11 @@ def allocate_quotas(keys: Sequence[str], num_examples: int | None) -> dict[str, 
     return {k: base + (1 if i < extra else 0) for i, k in enumerate(ordered)}
 
 
+# The prompt's readings: (line name, key of describe_sensor_record, what the paragraph lets shape it).
+READINGS = (("Temperature", "temperature", "the temperature"), ("Humidity", "humidity", "the humidity"),
+            ("Wind", "wind", "the wind"), ("Movement", "movement", "the way I move"))
+
+
 def build_generation_prompt(sensor_record: Mapping, style: str) -> str:
     """The prompt for a first-person robot narrator: context and sensor readings in words, style guidance, rules."""
     words = describe_sensor_record(sensor_record)
@@ -74,12 +79,9 @@ def build_generation_prompt(sensor_record: Mapping, style: str) -> str:
         scene.append(f"- Weather: {context['weather']}")
     scene_text = "\n".join(scene) if scene else "- Place, time and weather: not observed; infer them from the readings."
     # only what the passage showed: an unknown wind or movement is left out, not made up
-    shown = [(name, words[key]) for name, key in (("Temperature", "temperature"), ("Humidity", "humidity"),
-                                                  ("Wind", "wind"), ("Movement", "movement")) if words[key]]
-    readings = "\n".join(f"- {name}: {text}" for name, text in shown)
-    felt = {"Temperature": "the temperature", "Humidity": "the humidity", "Wind": "the wind",
-            "Movement": "the way I move"}
-    names = [felt[name] for name, _ in shown]
+    shown = [(name, words[key], felt) for name, key, felt in READINGS if words[key]]
+    readings = "\n".join(f"- {name}: {text}" for name, text, _ in shown)
+    names = [felt for _, _, felt in shown]
     felt = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
     return (
         f"You are a robot exploring the world, and you write literature about what your sensors feel.\n"

@@ -61,6 +61,7 @@ MAX_RETRY_AFTER_S = 60.0
 # is 3.5-4.5 characters per token with the tokenizers of the models used here; only prompts the server reports as
 # at least MIN_COUNTED_PROMPT_TOKENS are judged (a server that leaves cached tokens out reports far fewer).
 MAX_CHARS_PER_TOKEN = 5.0
+CHARS_PER_TOKEN = 4  # for the estimate of a prompt's tokens the messages quote
 MIN_COUNTED_PROMPT_TOKENS = 512
 _log = logging.getLogger(__name__)
 
@@ -326,12 +327,11 @@ class LLMResource(LLMClient):
             raise HostDown() from exc  # dropped (reset, cut off, timed out) by a host that no longer answers
         raise exc
 
-    def _check_prompt(self, host: Host, raw: RawReply, prompt_chars: int, sent: int) -> None:
+    def _check_prompt(self, host: Host, raw: RawReply, prompt_chars: int, estimate: int, sent: int) -> None:
         """Raises :class:`PromptTooLong` when the server read far fewer prompt tokens than the prompt has (it cut
         the prompt to its context without saying so, as Ollama does)."""
         tokens = raw.prompt_tokens
         if tokens >= MIN_COUNTED_PROMPT_TOKENS and prompt_chars / tokens > MAX_CHARS_PER_TOKEN:
-            estimate = round(prompt_chars / 4)
             raise PromptTooLong(f"{self.label} at {host.url} read only {tokens:,} tokens of a prompt of about "
                                 f"{estimate:,}: it cut the prompt to fit its context. {context_fix(estimate)}",
                                 attempts=sent)
@@ -354,6 +354,7 @@ class LLMResource(LLMClient):
                             0, hit.get("prompt_tokens", 0), hit.get("reasoning_tokens", 0))
         rng = rng_for(0, key, "backoff")
         prompt_chars = sum(len(m.get("content") or "") for m in messages)
+        estimate = round(prompt_chars / CHARS_PER_TOKEN)
         last: Exception | None = None
         sent = failed = empty = 0
         while True:
@@ -393,7 +394,6 @@ class LLMResource(LLMClient):
                     if exc.status == 404:
                         raise ModelNotAvailable(self._missing_model(host.url, exc.message)) from None
                     if is_context_error(exc):
-                        estimate = round(prompt_chars / 4)
                         raise PromptTooLong(f"{self.label} at {host.url} refused the request: {exc.message}. "
                                             f"{context_fix(estimate)}", attempts=sent) from None
                     if exc.status not in RETRYABLE_STATUS:
@@ -405,7 +405,7 @@ class LLMResource(LLMClient):
                 else:
                     elapsed = time.monotonic() - started
                     self.pool.release(host, seconds=elapsed, tokens=raw.completion_tokens, started=started)
-                    self._check_prompt(host, raw, prompt_chars, sent)
+                    self._check_prompt(host, raw, prompt_chars, estimate, sent)
                     content, reasoning = split_reasoning(raw.content, raw.reasoning)
                     problem = reply_problem(content, raw.finish_reason, validate)
                     if problem is None:
