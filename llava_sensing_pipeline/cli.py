@@ -363,6 +363,13 @@ def print_summary(report, settings, argv: list[str] | None = None) -> int:
               f"chunks:  {out / 'chunks'}/novel_dataset_chunk_NNN.json\nindex:   {out / 'chunks' / INDEX_NAME}")
     else:
         print(f"export FAILED: {report.export_error}", file=sys.stderr)
+    # export_is_complete fails with the failed files, listed below once (the UI shows it as the failed check)
+    checks = {name: v for name, v in report.export_checks.items() if name != "export_is_complete"}
+    for name, (error, why) in sorted(checks.items()):
+        print(f"{'check failed' if error else 'check warning'}: {name}: {why}", file=sys.stderr)
+    for name, why in sorted(report.check_warnings.items()):
+        print(f"check warning: {name}: {why}", file=sys.stderr)
+    errors = [name for name, (error, _) in checks.items() if error]
     if report.failures:
         why = ("re-running redoes them, paying only for the LLM requests not yet answered" if report.outage else
                "listed in the index as failed_files; fix them and re-run, only these will be redone")
@@ -385,7 +392,7 @@ def print_summary(report, settings, argv: list[str] | None = None) -> int:
         print(f"\nThe run stopped: {stop_text(report.outage)}\n{when}, resume with:\n"
               f"  {resume_command(argv)}", file=sys.stderr)
         return 1
-    return 0 if report.export_ok and not report.failures and not report.failed_before else 1
+    return 0 if report.export_ok and not report.failures and not report.failed_before and not errors else 1
 
 
 def backfill_targets(args: argparse.Namespace, files, instance) -> list[str]:

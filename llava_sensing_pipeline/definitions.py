@@ -18,7 +18,7 @@ import os
 
 from dagster import AssetsDefinition, Definitions
 
-from .assets import ALL_ASSETS, novel_sources
+from .assets import assets_for, novel_sources
 from .checks import EXPORT_CHECKS
 from .executors import executor_from_env
 from .generation import allocate_quotas
@@ -99,7 +99,7 @@ def build_definitions(env: dict[str, str] | None = None, *, settings: PipelineSe
     versions = code_versions({**settings.model_dump(), "model": llm.model, "llm_api": llm.api,
                               "quotas": quota_version(settings)})
     return Definitions(
-        assets=[novel_sources, *versioned(ALL_ASSETS, versions)],
+        assets=[novel_sources, *versioned(assets_for(settings.mode), versions)],
         asset_checks=EXPORT_CHECKS,
         jobs=[per_file_job, export_job],
         schedules=[build_refresh_schedule(env)],

@@ -31,7 +31,14 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from dagster import DagsterInstance, Definitions, build_reconstructable_job, execute_job
+from dagster import (
+    AssetCheckSeverity,
+    DagsterEventType,
+    DagsterInstance,
+    Definitions,
+    build_reconstructable_job,
+    execute_job,
+)
 
 from .assets.novels import LLM_POOL
 from .definitions import job_env
@@ -72,6 +79,8 @@ class RunReport:
     export_ok: bool = False
     export_error: str | None = None
     export_reason: str | None = None
+    export_checks: dict[str, tuple[bool, str]] = field(default_factory=dict)  # failed check -> (is an error, why)
+    check_warnings: dict[str, str] = field(default_factory=dict)  # "<check> <partition>" -> why (per-file warnings)
     seconds: float = 0.0
 
 
@@ -131,6 +140,13 @@ class Runner:
             return self._processes.submit(_execute_run, *args).result()
         return _execute_run(*args, instance=self.instance)
 
+    def _note_warnings(self, report: RunReport, run_id: str) -> None:
+        """The per-file checks that warned in a run (the blocking ones fail their file, reported as failures)."""
+        warned = {f"{name} {key}": why for (name, key), (error, why) in failed_checks(self.instance, run_id).items()
+                  if not error}
+        with self._lock:
+            report.check_warnings.update(warned)
+
     def _run(self, keys: list[str]):
         """One run over ``keys``: the per-file assets from the first one that is out of date in any of them on
         (those before it are up to date in all of them)."""
@@ -145,6 +161,7 @@ class Runner:
         with self._lock:
             report.runs += 1
         run_id, success = self._run(keys)
+        self._note_warnings(report, run_id)
         failed = failed_partitions(self.instance, run_id) if not success else None
         message = run_failure_message(self.instance, run_id) if not success else ""
         if success:
@@ -261,6 +278,24 @@ class Runner:
         run_id, report.export_ok = self._execute(EXPORT_JOB, {})
         if not report.export_ok:
             report.export_error = run_failure_message(self.instance, run_id)
+        report.export_checks = {name: v for (name, _), v in failed_checks(self.instance, run_id).items()}
+
+
+def failed_checks(instance: DagsterInstance, run_id: str) -> dict[tuple[str, str | None], tuple[bool, str]]:
+    """The asset checks that failed in a run, as the UI shows them: (name, partition) -> (an error, not a warning;
+    the first problem and how many)."""
+    failed = {}
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = record.dagster_event.event_specific_data
+        if evaluation.passed:
+            continue
+        problems = evaluation.metadata.get("first_problems")
+        first = problems.value[0] if problems and problems.value else ""
+        count = evaluation.metadata.get("problems")
+        more = f" (and {count.value - 1} more)" if count and count.value > 1 else ""
+        failed[(evaluation.check_name, evaluation.partition)] = (evaluation.severity == AssetCheckSeverity.ERROR,
+                                                                 f"{first}{more}")
+    return failed
 
 
 def select_files(settings: PipelineSettings) -> list[NovelFile]:

@@ -13,8 +13,8 @@ from dagster import (
 )
 
 import llava_sensing_pipeline.assets.environment as environment_asset
-from llava_sensing_pipeline.assets import ALL_ASSETS, environment_features, generated_examples
-from llava_sensing_pipeline.checks import EXPORT_CHECKS, PER_FILE_CHECKS
+from llava_sensing_pipeline.assets import ALL_ASSETS, assets_for, environment_features, generated_examples
+from llava_sensing_pipeline.checks import EXPORT_CHECKS
 from llava_sensing_pipeline.definitions import build_definitions, defs
 from llava_sensing_pipeline.jobs import EXPORT_JOB, NO_RUN_RETRY_ON_STEP_FAILURE, PER_FILE_JOB
 from llava_sensing_pipeline.llm import OllamaResource
@@ -22,10 +22,11 @@ from llava_sensing_pipeline.partitions import PARTITIONS_NAME, partition_key_for
 from llava_sensing_pipeline.schedules import REFRESH_SCHEDULE
 from llava_sensing_pipeline.settings import PipelineSettings
 
-BLOCKING = {"chunks_are_clean": ("text_chunks", True), "labels_in_vocabulary": ("environment_features", True),
-            "sensors_match_labels": ("sensor_records", True), "examples_match_sources": ("generated_examples", True),
-            "quotas_met_or_explained": ("chunked_json_exports", False),
-            "files_agree_with_index": ("chunked_json_exports", False)}
+CHECKS = {("novel_files", "is_english_prose"): True, ("text_chunks", "chunks_are_clean"): True,
+          ("environment_features", "labels_are_varied"): False,
+          ("chunked_json_exports", "export_is_complete"): False, ("chunked_json_exports", "files_agree_with_index"): False,
+          ("chunked_json_exports", "no_duplicate_books"): False}
+"""(asset, check) -> blocking, in simple mode; the LLM modes add replies_usable to the steps that ask the model."""
 
 
 def test_the_workspace_code_location_loads():
@@ -47,15 +48,18 @@ def test_the_workspace_code_location_loads():
 
 
 def test_checks_are_attached_and_blocking_where_bad_data_would_spread():
-    found = {spec.name: (spec.asset_key.to_user_string(), spec.blocking)
-             for definition in [*ALL_ASSETS, *EXPORT_CHECKS] for spec in definition.check_specs}
-    assert found == BLOCKING
-    assert sorted(spec.name for asset in ALL_ASSETS for spec in asset.check_specs) == sorted(
-        spec.name for spec in PER_FILE_CHECKS)
+    def found(mode):
+        return {(spec.asset_key.to_user_string(), spec.name): spec.blocking
+                for definition in [*assets_for(mode), *EXPORT_CHECKS] for spec in definition.check_specs}
+
+    assert found("simple") == CHECKS
+    assert found("hybrid") == {**CHECKS, ("environment_features", "replies_usable"): False}
+    assert found("llm") == {**CHECKS, ("environment_features", "replies_usable"): False,
+                            ("generated_examples", "replies_usable"): False}
     per_file = {k.name for k in defs.resolve_job_def(PER_FILE_JOB).asset_layer.asset_graph.asset_check_keys}
     export = {k.name for k in defs.resolve_job_def(EXPORT_JOB).asset_layer.asset_graph.asset_check_keys}
-    assert per_file == {n for n, (a, _) in BLOCKING.items() if a != "chunked_json_exports"}
-    assert export == {"quotas_met_or_explained", "files_agree_with_index"}
+    assert per_file == {n for (a, n) in CHECKS if a != "chunked_json_exports"}
+    assert export == {"export_is_complete", "files_agree_with_index", "no_duplicate_books"}
 
 
 def test_llm_bound_assets_retry_with_backoff_and_runs_do_not_retry_on_top():

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 from dagster import (
     AssetCheckEvaluation,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
@@ -56,8 +57,10 @@ def for_each_partition(
     context: AssetExecutionContext,
     fn: Callable[..., tuple[pd.DataFrame, Mapping[str, Any]]],
     *inputs: pd.DataFrame | dict[str, pd.DataFrame],
+    figures: dict[str, Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame | dict[str, pd.DataFrame]:
-    """Calls ``fn(key, *inputs_for_key)`` → ``(frame, metadata)`` for every partition key of the run."""
+    """Calls ``fn(key, *inputs_for_key)`` → ``(frame, metadata)`` for every partition key of the run; the metadata
+    is recorded once per partition, and kept in ``figures`` (partition -> metadata) when given, for its checks."""
     keys = list(context.partition_keys)
     results: dict[str, pd.DataFrame] = {}
     failures: dict[str, str] = {}
@@ -75,6 +78,8 @@ def for_each_partition(
             context.log.error(f"{step} [{i}/{len(keys)}] {key}: {failures[key]}")
             continue
         results[key] = frame
+        if figures is not None:
+            figures[key] = metadata
         context.add_asset_metadata({**metadata, "rows": len(frame),
                                     "wall_time_s": round(time.monotonic() - t0, 3),
                                     "peak_rss_mib": peak_rss_mib()}, partition_key=key)
@@ -103,26 +108,29 @@ class CheckRun:
 
     spec: AssetCheckSpec
     counted: str
-    results: dict[str, tuple[int, list[str]]]  # partition -> (rows, problems)
+    results: dict[str, tuple[int, list[str], float]]  # partition -> (rows, problems, seconds the rule took)
 
-    def report(self, context: AssetExecutionContext) -> Iterator[AssetCheckEvaluation | Output]:
-        """One evaluation per partition, each referring to its partition's new materialization, then the check's
-        output; a failure fails the step with a :class:`dagster.Failure` naming the failed partitions (nothing
-        downstream runs)."""
+    def report(self, context: AssetExecutionContext, targets=None) -> Iterator[AssetCheckEvaluation | Output]:
+        """One evaluation per partition, each referring to its partition's new materialization (``targets``, when
+        the step's checks share one lookup), then the check's output. A blocking check that failed fails the step
+        with a :class:`dagster.Failure` naming the failed partitions (nothing downstream runs); another one is a
+        warning."""
         spec = self.spec
-        targets = _targets(context.instance, spec.asset_key, list(self.results))
+        if targets is None:
+            targets = _targets(context.instance, spec.asset_key, list(self.results))
         failed: dict[str, str] = {}
-        for key, (rows, problems) in self.results.items():
+        for key, (rows, problems, seconds) in self.results.items():
             if problems:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 failed[key] = f"check {spec.name} failed: {problems[0]}{more}"
             yield AssetCheckEvaluation(
                 asset_key=spec.asset_key, check_name=spec.name, passed=not problems, partition=key,
-                blocking=spec.blocking, metadata={self.counted: rows, **summary(problems)},
+                blocking=spec.blocking, metadata={self.counted: rows, "check_s": round(seconds, 4), **summary(problems)},
                 target_materialization_data=targets.get(key), description=failed.get(key),
+                severity=AssetCheckSeverity.ERROR if spec.blocking else AssetCheckSeverity.WARN,
             )
         yield Output(None, output_name=spec.get_python_identifier())
-        if failed:
+        if failed and spec.blocking:
             raise Failure(
                 description=f"{len(failed)} of {len(self.results)} partition(s) failed check {spec.name} on "
                             f"{spec.asset_key.to_user_string()}; fix the data or the code and re-run them: "
@@ -137,7 +145,28 @@ def run_check(context: AssetExecutionContext, spec: AssetCheckSpec, output: pd.D
     """Applies the rule of the asset check ``spec`` to each partition of the step's ``output``, before the output
     is yielded (a multi-partition output is released once written); ``CheckRun.report`` reports it after."""
     frames = output if isinstance(output, Mapping) else {context.partition_key: output}
-    return CheckRun(spec, counted, {key: (len(frames[key]), rule(key, frames[key])) for key in sorted(frames)})
+    results = {}
+    for key in sorted(frames):
+        started = time.perf_counter()
+        problems = rule(key, frames[key])
+        results[key] = (len(frames[key]), problems, time.perf_counter() - started)
+    return CheckRun(spec, counted, results)
+
+
+def report_checks(context: AssetExecutionContext, checks: Sequence[CheckRun]) -> Iterator[AssetCheckEvaluation | Output]:
+    """The evaluations of the step's checks (one lookup of the new materializations for all of them); a failed
+    blocking check fails the step once the others are reported."""
+    if not checks:
+        return
+    targets = _targets(context.instance, checks[0].spec.asset_key, list(checks[0].results))
+    failure = None
+    for check in checks:
+        try:
+            yield from check.report(context, targets)
+        except Failure as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def peak_rss_mib() -> float:

@@ -18,7 +18,7 @@ from collections import Counter
 import pandas as pd
 from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, Output, RetryPolicy, asset
 
-from ..checks import LABELS_IN_VOCABULARY, label_problems
+from ..checks import LABELS_ARE_VARIED, label_variety_problems, rejection_problems, replies_usable
 from ..environment import ENV_FIELDS, analyze_columns, features_at
 from ..environment_llm import (
     ANALYSIS_SCHEMA,
@@ -32,7 +32,7 @@ from ..llm import BudgetExhausted, CallStats, LLMCallFailed, LLMClient, ReplyRej
 from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
-from ._partitioned import for_each_partition, json_column, pick, progress_logger, run_check
+from ._partitioned import for_each_partition, json_column, progress_logger, report_checks, run_check
 from .novels import LLM_POOL, PER_FILE
 
 
@@ -192,10 +192,7 @@ def llm_features(context, settings: PipelineSettings, llm: LLMClient, key: str, 
     return frame, metadata
 
 
-@asset(**PER_FILE, kinds={"pandas", "parquet"},
-       retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
-       pool=LLM_POOL, check_specs=[LABELS_IN_VOCABULARY])
-def environment_features(
+def _environment_features(
     context: AssetExecutionContext, settings: PipelineSettings, llm: LLMClient, text_chunks
 ):
     """Rule analysis of every chunk (whole-word vocabularies, "unknown" when nothing is found); in the LLM modes,
@@ -216,8 +213,21 @@ def environment_features(
             **metadata,
         }
 
-    frames = for_each_partition(context, one, text_chunks)
-    check = run_check(context, LABELS_IN_VOCABULARY, frames, lambda key, frame: label_problems(
-        frame, pick(text_chunks, key)["chunk_index"].tolist()), "chunks")
+    figures: dict = {}
+    frames = for_each_partition(context, one, text_chunks, figures=figures)
+    checks = [run_check(context, LABELS_ARE_VARIED, frames, lambda key, frame: label_variety_problems(frame),
+                        "chunks")]
+    if settings.mode != "simple":
+        checks.append(run_check(context, REPLIES_USABLE, frames,
+                                lambda key, frame: rejection_problems(figures[key], "analysis"), "chunks"))
     yield Output(frames)
-    yield from check.report(context)
+    yield from report_checks(context, checks)
+
+
+ENVIRONMENT = dict(**PER_FILE, name="environment_features", kinds={"pandas", "parquet"}, pool=LLM_POOL,
+                   retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS))
+REPLIES_USABLE = replies_usable("environment_features")
+environment_features = asset(**ENVIRONMENT, check_specs=[LABELS_ARE_VARIED])(_environment_features)
+environment_features_llm = asset(**ENVIRONMENT, check_specs=[LABELS_ARE_VARIED, REPLIES_USABLE])(
+    _environment_features)
+"""The variants of the simple mode (no LLM) and of the LLM modes (the rejection bound on the model's replies)."""

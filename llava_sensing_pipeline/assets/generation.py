@@ -17,7 +17,7 @@ from collections import Counter
 import pandas as pd
 from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, Output, RetryPolicy, asset
 
-from ..checks import EXAMPLES_MATCH_SOURCES, example_problems
+from ..checks import rejection_problems, replies_usable
 from ..environment import CONTEXT_FIELDS, ENV_FIELDS
 from ..generation import (
     GENERATION_METHODS,
@@ -35,7 +35,7 @@ from ..llm import CallStats, LLMCallFailed, LLMClient, ReplyRejected
 from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
-from ._partitioned import for_each_partition, pick, progress_logger, run_check
+from ._partitioned import for_each_partition, progress_logger, report_checks, run_check
 from .environment import (
     analysis_record,
     check_failure_share,
@@ -241,10 +241,7 @@ def all_rejected_message(chunks: int, attempts: int, rejections: Counter) -> str
             f"{attempts} attempt(s) each); top reasons: {reasons}; {fix}")
 
 
-@asset(**PER_FILE, kinds={"pandas", "parquet"},
-       retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
-       pool=LLM_POOL, check_specs=[EXAMPLES_MATCH_SOURCES])
-def generated_examples(
+def _generated_examples(
     context: AssetExecutionContext, settings: PipelineSettings, llm: LLMClient, style_labels, text_chunks,
     environment_features, sensor_records,
 ):
@@ -270,9 +267,18 @@ def generated_examples(
             "shortfall": max(0, quota - accepted), USABLE_NOTE_KEY: note, **metadata,
         }
 
-    frames = for_each_partition(context, one, style_labels, text_chunks, environment_features, sensor_records)
-    check = run_check(context, EXAMPLES_MATCH_SOURCES, frames, lambda key, frame: example_problems(
-        frame, chunks=pick(text_chunks, key), sensors=pick(sensor_records, key),
-        features=pick(environment_features, key), styles=pick(style_labels, key), mode=settings.mode), "examples")
+    figures: dict = {}
+    frames = for_each_partition(context, one, style_labels, text_chunks, environment_features, sensor_records,
+                                figures=figures)
+    checks = [run_check(context, REPLIES_USABLE, frames, lambda key, frame: rejection_problems(
+        figures[key], "generation"), "examples")] if settings.mode == "llm" else []
     yield Output(frames)
-    yield from check.report(context)
+    yield from report_checks(context, checks)
+
+
+GENERATION = dict(**PER_FILE, name="generated_examples", kinds={"pandas", "parquet"}, pool=LLM_POOL,
+                  retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS))
+REPLIES_USABLE = replies_usable("generated_examples")
+generated_examples = asset(**GENERATION)(_generated_examples)
+generated_examples_llm = asset(**GENERATION, check_specs=[REPLIES_USABLE])(_generated_examples)
+"""The variants of the extractive modes and of the llm mode (the rejection bound on the model's paragraphs)."""

@@ -6,11 +6,11 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetExecutionContext, AssetSpec, BackfillPolicy, Output, asset
 
-from ..checks import CHUNKS_ARE_CLEAN, chunk_problems
+from ..checks import CHUNKS_ARE_CLEAN, FINGERPRINT_KEY, IS_ENGLISH_PROSE, book_fingerprint, chunk_problems, prose_problems
 from ..partitions import genre_of, novel_partitions, relative_path_for
 from ..settings import PipelineSettings
 from ..text import chunk_text, read_novel
-from ._partitioned import for_each_partition, pick, run_check
+from ._partitioned import for_each_partition, pick, report_checks, run_check
 
 # Dagster concurrency pool of the LLM-bound steps (see README, "Scaling out": its limit is 1).
 LLM_POOL = "ollama"
@@ -28,9 +28,10 @@ novel_sources = AssetSpec(
 )
 
 
-@asset(**PER_FILE, deps=[novel_sources], kinds={"pandas", "parquet"})
+@asset(**PER_FILE, deps=[novel_sources], kinds={"pandas", "parquet"}, check_specs=[IS_ENGLISH_PROSE])
 def novel_files(context: AssetExecutionContext, settings: PipelineSettings):
-    """One row per novel: decoded body between the START and END markers, header metadata, encoding, sha256."""
+    """One row per novel: decoded body between the START and END markers, header metadata, encoding, sha256; its
+    check stops a file that is not English narrative prose."""
 
     def one(key: str):
         rel = relative_path_for(key).as_posix()
@@ -50,10 +51,14 @@ def novel_files(context: AssetExecutionContext, settings: PipelineSettings):
         return pd.DataFrame([row]), {
             "path": rel, "sha256": novel.sha256, "chars": len(novel.text), "encoding": novel.encoding,
             "source_format": novel.source_format, "end_marker_found": novel.end_marker,
-            "title": novel.metadata.get("title", ""),
+            "title": novel.metadata.get("title", ""), FINGERPRINT_KEY: book_fingerprint(novel.text),
         }
 
-    return for_each_partition(context, one)
+    frames = for_each_partition(context, one)
+    check = run_check(context, IS_ENGLISH_PROSE, frames, lambda key, frame: prose_problems(frame["text"].iloc[0]),
+                      "chars")
+    yield Output(frames)
+    yield from report_checks(context, [check])
 
 
 FILE_COLUMNS = ["partition_key", "relative_path", "genre", "novel_metadata", "sha256"]
@@ -87,4 +92,4 @@ def text_chunks(context: AssetExecutionContext, settings: PipelineSettings, nove
                       lambda key, frame: chunk_problems(frame, settings.max_chunk_chars,
                                                         pick(novel_files, key)["text"].iloc[0]), "chunks")
     yield Output(frames)
-    yield from check.report(context)
+    yield from report_checks(context, [check])

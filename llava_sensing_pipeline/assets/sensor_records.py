@@ -1,14 +1,13 @@
 """sensor_records: a virtual sensor reading per chunk, drawn from its environment labels with a seeded generator."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, Output, asset
+from dagster import AssetExecutionContext, asset
 
-from ..checks import SENSORS_MATCH_LABELS, sensor_problems
 from ..environment import ENV_FIELDS
 from ..seeding import chunk_streams, derive_seed
 from ..sensor_synthesis import SENSOR_COLUMNS, sensor_record, synthesize_sensor_columns
 from ..settings import PipelineSettings
-from ._partitioned import for_each_partition, pick, run_check
+from ._partitioned import for_each_partition
 from .novels import PER_FILE
 
 
@@ -26,8 +25,7 @@ def sensor_record_from_row(row) -> dict:
     return sensor_record({name: (getattr(row, name),) for name in SENSOR_COLUMNS}, 0)
 
 
-@asset(**PER_FILE, kinds={"pandas", "parquet"},
-       check_specs=[SENSORS_MATCH_LABELS])
+@asset(**PER_FILE, kinds={"pandas", "parquet"})
 def sensor_records(context: AssetExecutionContext, settings: PipelineSettings, environment_features):
     """Temperature, humidity, 16-point wind, 6-axis IMU and context per chunk; seeded by (seed, file, chunk)."""
 
@@ -39,8 +37,4 @@ def sensor_records(context: AssetExecutionContext, settings: PipelineSettings, e
             "mean_humidity_pct": round(float(frame["humidity"].mean()), 2) if len(frame) else 0.0,
         }
 
-    frames = for_each_partition(context, one, environment_features)
-    check = run_check(context, SENSORS_MATCH_LABELS, frames,
-                      lambda key, frame: sensor_problems(frame, pick(environment_features, key)), "records")
-    yield Output(frames)
-    yield from check.report(context)
+    return for_each_partition(context, one, environment_features)

@@ -68,6 +68,7 @@ class CallStats:
                 f"{prefix}_cache_hits": self.cache_hits,
                 f"{prefix}_failed_requests": self.failures,
                 f"{prefix}_rejected_replies": self.rejected,
+                f"{prefix}_answered": len(self.latencies) + self.cache_hits,
                 f"{prefix}_latency_p50_s": round(percentile(self.latencies, 0.5), 3),
                 f"{prefix}_latency_p95_s": round(percentile(self.latencies, 0.95), 3),
                 f"{prefix}_tokens_in": self.prompt_tokens,
