@@ -424,8 +424,10 @@ def input_dir_problem(input_dir: str) -> str | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """A table of the registered partitions (of one input folder's files with ``--input-dir``, its files not yet
-    registered included): last state, whether Dagster sees them up to date, and figures."""
+    """A table of the registered partitions and the files of the input folder (``--input-dir``, else the one the
+    settings record), the folder's new files included: last state, whether Dagster sees them up to date, and
+    figures. A registered partition whose file is gone is shown so, with ``prune`` to delete it, not as failed;
+    with ``--input-dir`` only that folder's files are listed."""
     problem = args.input_dir and input_dir_problem(args.input_dir)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -436,36 +438,42 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .definitions import build_definitions
     from .partitions import discover_novels, genre_of, latest_records, registered_keys
     from .planning import out_of_date, partition_states
+    from .settings import effective_env, settings_from_env
 
     defs = build_definitions()
+    folder = args.input_dir or settings_from_env(effective_env()).input_dir
+    try:
+        present = [f.key for f in discover_novels(folder) if not args.genre or genre_of(f.key) == args.genre]
+    except FileNotFoundError:
+        folder, present = None, []
     with DagsterInstance.get() as instance:
         keys = [k for k in registered_keys(instance) if not args.genre or genre_of(k) == args.genre]
-        new: list[str] = []
-        if args.input_dir:
-            present = [f.key for f in discover_novels(args.input_dir)
-                       if not args.genre or genre_of(f.key) == args.genre]
-            registered, wanted = set(keys), set(present)
-            new = [k for k in present if k not in registered]
-            keys = [k for k in keys if k in wanted]
+        registered, wanted = set(keys), set(present)
+        new = [k for k in present if k not in registered]
+        gone = [k for k in keys if folder and k not in wanted] if not args.input_dir else []
+        keys = [k for k in keys if k in wanted] if args.input_dir or folder else keys
         states = partition_states(instance, keys)
         stale = out_of_date(instance, defs.resolve_asset_graph(), keys)
         examples = {k: {m: v.value for m, v in r.asset_materialization.metadata.items()}
                     for k, r in latest_records(instance, AssetKey("generated_examples"), keys).items()}
     states.update({k: "not registered" for k in new})
-    keys = keys + new
+    states.update({k: "file gone" for k in gone})
+    why = {**{k: "no: " + v for k, v in stale.items()}, **{k: "no: a new file" for k in new},
+           **{k: f"- (no such file in {folder}: `llava-sensing prune` deletes it)" for k in gone}}
+    keys = keys + new + gone
     if not keys:
         print("no partitions registered yet: run `llava-sensing generate` (or start the sensor in the UI)")
         return 0
     width = max(len(k) for k in keys)
-    print(f"{'partition':<{width}}  {'state':<12}  {'chunks':>7}  {'candidates':>10}  {'accepted':>8}  up to date?")
+    print(f"{'partition':<{width}}  {'state':<14}  {'chunks':>7}  {'candidates':>10}  {'accepted':>8}  up to date?")
     for key in sorted(keys):
         ex = examples.get(key, {})
-        print(f"{key:<{width}}  {states[key]:<12}  {ex.get('chunks', '-')!s:>7}  {ex.get('candidates', '-')!s:>10}  "
-              f"{ex.get('accepted', '-')!s:>8}  "
-              f"{'no: ' + stale[key] if key in stale else 'no: a new file' if key in new else 'yes'}")
+        print(f"{key:<{width}}  {states[key]:<14}  {ex.get('chunks', '-')!s:>7}  {ex.get('candidates', '-')!s:>10}  "
+              f"{ex.get('accepted', '-')!s:>8}  {why.get(key, 'yes')}")
     counts = {s: list(states.values()).count(s) for s in sorted(set(states.values()))}
     print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {len(stale) + len(new)} not up to date for "
-          "the current settings (see why above; `llava-sensing generate` does them)")
+          "the current settings (see why above; `llava-sensing generate` does them)"
+          + (f"; {len(gone)} whose file is gone (`llava-sensing prune --input-dir {folder}`)" if gone else ""))
     return 0
 
 

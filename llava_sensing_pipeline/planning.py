@@ -237,6 +237,31 @@ def run_failure_message(instance: DagsterInstance, run_id: str) -> str:
     return "run failed"
 
 
+def export_misses_files(instance: DagsterInstance, keys: Sequence[str], failed: Sequence[str]) -> str | None:
+    """Why the export must be written again although no example changed since it was (which its automation condition
+    does not see): it covers other files than ``keys`` (a file deleted, or a file added that failed), or lists other
+    failed files than ``failed`` (a file that failed since). None when it matches, or when newer examples exist (the
+    automation condition writes it then)."""
+    records = instance.fetch_materializations(EXPORT_KEY, limit=1).records
+    if not records:
+        return None
+    record = records[0]
+    meta = record.asset_materialization.metadata
+    covered, was_failed = meta.get(EXPORTED_PARTITIONS), meta.get(FAILED_PARTITIONS)
+    if covered is None or was_failed is None:
+        return None
+    latest = instance.get_latest_storage_id_by_partition(AssetKey("generated_examples"),
+                                                         DagsterEventType.ASSET_MATERIALIZATION)
+    if any(latest.get(k, -1) > record.storage_id for k in keys):
+        return None
+    if sorted(covered.value) != sorted(keys):
+        gone, new = sorted(set(covered.value) - set(keys)), sorted(set(keys) - set(covered.value))
+        return (f"chunked_json_exports covers other files ({len(gone)} gone, {len(new)} new)")
+    if sorted(was_failed.value) != sorted(failed):
+        return "chunked_json_exports lists other failed files"
+    return None
+
+
 def export_out_of_date(instance: DagsterInstance, asset_graph, keys: Sequence[str], failed: Sequence[str] = (),
                        output_dir: str | None = None, mode: str = "simple") -> str | None:
     """Why the export must be written again, or None when it is up to date for ``keys`` of which ``failed`` have no

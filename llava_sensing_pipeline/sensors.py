@@ -6,7 +6,9 @@
   ``PARTITIONS_PER_RUN`` files. A plan is requested once (its run key covers the files' versions and the code
   versions), so a file that fails is not retried every tick: fix it and the changed bytes bring a new run.
 - ``export_automation_sensor`` evaluates the export's automation condition: the export follows every materialization
-  of the examples, whoever launched it.
+  of the examples, whoever launched it. What that condition cannot see, since no example changed, ``novel_file_sensor``
+  requests itself: an export that covers a file deleted from the folder, or does not list a file that failed since
+  (:func:`~llava_sensing_pipeline.planning.export_misses_files`), once nothing runs and the state held for two ticks.
 - ``isolate_failed_partitions``: when a run over a range of partitions (a UI backfill, this sensor's runs) fails in
   some of them, re-runs each failed partition alone, so it shows as its own failed partition with its own error, and
   the others in ranges, so they are materialized. The CLI does the same itself.
@@ -25,6 +27,7 @@ from dagster import (
     DefaultSensorStatus,
     RunFailureSensorContext,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -34,13 +37,14 @@ from dagster import (
 
 from .assets import chunked_json_exports
 from .assets.novels import PARTITIONS_PER_RUN
-from .jobs import PER_FILE_JOB, per_file_job
+from .jobs import EXPORT_JOB, PER_FILE_JOB, export_job, per_file_job
 from .partitions import discover_novels, registered_keys
 from .planning import (
     PER_FILE_KEYS,
     RANGE_END,
     RANGE_START,
     contiguous_ranges,
+    export_misses_files,
     failed_partitions,
     out_of_date,
     partition_states,
@@ -57,11 +61,12 @@ INTERVAL_S = int(os.environ.get("LLAVA_SENSING_SENSOR_INTERVAL") or 30)
 def range_request(keys: list[str], run_key: str | None = None, tags: dict[str, str] | None = None) -> RunRequest:
     """A run of ``per_file_job`` over ``keys`` (contiguous): one partition, or a range in one run."""
     if len(keys) == 1:
-        return RunRequest(run_key=run_key, partition_key=keys[0], tags=tags or {})
-    return RunRequest(run_key=run_key, tags={**(tags or {}), RANGE_START: keys[0], RANGE_END: keys[-1]})
+        return RunRequest(run_key=run_key, partition_key=keys[0], tags=tags or {}, job_name=PER_FILE_JOB)
+    return RunRequest(run_key=run_key, tags={**(tags or {}), RANGE_START: keys[0], RANGE_END: keys[-1]},
+                      job_name=PER_FILE_JOB)
 
 
-@sensor(job=per_file_job, minimum_interval_seconds=INTERVAL_S, default_status=DefaultSensorStatus.RUNNING)
+@sensor(jobs=[per_file_job, export_job], minimum_interval_seconds=INTERVAL_S, default_status=DefaultSensorStatus.RUNNING)
 def novel_file_sensor(context: SensorEvaluationContext, settings: PipelineSettings):
     """Registers and observes the files of the input folder and requests runs for what is missing or stale."""
     instance = context.instance
@@ -73,8 +78,13 @@ def novel_file_sensor(context: SensorEvaluationContext, settings: PipelineSettin
         if key not in sync.added:
             context.log.info(f"{key}: the file's bytes changed")
     keys = [f.key for f in files]
-    busy = {k for k, state in partition_states(instance, keys).items() if state == "in_progress"}
+    states = partition_states(instance, keys)
+    busy = {k for k, state in states.items() if state == "in_progress"}
     reasons = out_of_date(instance, context.repository_def.asset_graph, [k for k in keys if k not in busy])
+    if not [k for k in reasons if states[k] != "failed"]:  # nothing to materialize but files that failed
+        export = export_request(context, keys, sorted(k for k in reasons if states[k] == "failed"))
+        if export is not None:
+            return export
     if not reasons:
         return SkipReason(f"all {len(keys)} file(s) up to date" + (f", {len(busy)} in progress" if busy else ""))
     graph = context.repository_def.asset_graph
@@ -88,6 +98,24 @@ def novel_file_sensor(context: SensorEvaluationContext, settings: PipelineSettin
         context.log.info(f"requesting {batch[0]}" + (f" … {batch[-1]} ({len(batch)})" if len(batch) > 1 else "")
                          + f": {reasons[batch[0]]}")
     return SensorResult(run_requests=requests)
+
+
+ACTIVE = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED,
+          DagsterRunStatus.CANCELING]
+
+
+def export_request(context: SensorEvaluationContext, keys: list[str], failed: list[str]) -> SensorResult | None:
+    """A run of the export when it misses the folder's files or failures (see the module's docstring): only when no
+    run is active and the same files and failures were seen on the previous tick (a file just changed has its run
+    queued by then), once per state (its run key)."""
+    state = hashlib.sha256(json.dumps([keys, failed]).encode()).hexdigest()[:20]
+    why = export_misses_files(context.instance, keys, failed)
+    if why is None or context.instance.get_run_records(RunsFilter(statuses=ACTIVE), limit=1):
+        return SensorResult(cursor=state) if why else None
+    if context.cursor != state:
+        return SensorResult(cursor=state, skip_reason=f"{why}: requesting the export if it holds at the next tick")
+    context.log.info(f"requesting the export: {why}")
+    return SensorResult(run_requests=[RunRequest(run_key=f"export:{state}", job_name=EXPORT_JOB)], cursor=state)
 
 
 export_automation_sensor = AutomationConditionSensorDefinition(

@@ -152,6 +152,21 @@ def test_status_and_backfill_failed_only(workspace, capsys):
     assert "7 materialized" in capsys.readouterr().out
 
 
+def test_status_shows_a_deleted_file_as_gone_not_failed(workspace, capsys):
+    """Issue 22, item 2: a failed file deleted afterwards was still listed as failed, with `generate` (which ignores
+    it) as the advice; only `prune` clears it."""
+    blank = workspace / "Novel" / "Travel_Novel" / "B997_Blank.txt"
+    blank.write_text("   \n\n  ")
+    assert generate(workspace) == 1  # fixed quotas per file: deleting a file changes no other file's
+    blank.unlink()
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    [row] = [line for line in out.splitlines() if "B997_Blank" in line]
+    assert "file gone" in row and "failed" not in row and "prune" in row
+    assert "1 file gone, 6 materialized; 0 not up to date" in out and "1 whose file is gone" in out
+
+
 def test_status_of_one_input_folder_lists_its_new_files_too(workspace, capsys):
     assert generate(workspace, "--num-examples", "12") == 0
     other = workspace / "Other" / "Travel_Novel"

@@ -1,5 +1,6 @@
 """The Dagster sensors (sensors.py): the file sensor plans with Dagster's staleness, failed ranges are isolated."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -63,3 +64,57 @@ def test_a_failed_range_run_is_split_into_the_failed_partition_alone_and_the_res
     assert runs == ["Modernist_Novel/A902_A_Room_Facing_North",  # the failed one alone, then the rest in ranges
                     "Modernist_Novel/A901_The_Glass_Weather",
                     ("Modernist_Novel/A903_Tidewater_Hours", "Travel_Novel/B903_The_Lantern_Coast")]
+
+
+def _tick_with_cursor(defs, instance, cursor):
+    with build_sensor_context(instance=instance, resources=dict(defs.resources), definitions=defs,
+                              cursor=cursor) as context:
+        return novel_file_sensor(context)
+
+
+def test_the_export_follows_a_file_that_fails_alone_and_a_file_deleted(tmp_path):
+    """Issue 22, item 2: no example changes when a file added alone fails, or when a file is deleted, so the export's
+    automation never ran and the export kept listing the wrong failed files. The file sensor now requests the
+    export once the new state held for two ticks with nothing running."""
+    corpus, env = _env(tmp_path)
+    defs = build_definitions(env)
+    per_file, export = defs.resolve_job_def("per_file_job"), defs.resolve_job_def("export_job")
+    broken = corpus / "Travel_Novel" / "B904_Blank.txt"
+
+    def failed_files():
+        index = json.loads((tmp_path / "out" / "chunks" / "chunks_index.json").read_text())
+        return [f["source_path"] for f in index["failed_files"]]
+
+    launched = set()  # run keys, which the daemon launches once each
+
+    def settle(cursor=None):
+        """Ticks (and runs what the sensor requests, as the daemon would) until a tick requests nothing new."""
+        ran = []
+        for _ in range(5):
+            result = _tick_with_cursor(defs, instance, cursor)
+            cursor = getattr(result, "cursor", None) or cursor
+            new = [r for r in getattr(result, "run_requests", None) or [] if r.run_key not in launched]
+            for request in new:
+                launched.add(request.run_key)
+                job = export if request.job_name == "export_job" else per_file
+                tags = {**request.tags, **({"dagster/partition": request.partition_key} if request.partition_key
+                                           else {})}
+                job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+                ran.append(request.job_name)
+        return ran, cursor
+
+    with DagsterInstance.ephemeral() as instance:
+        [request] = _tick(defs, instance).run_requests
+        assert per_file.execute_in_process(instance=instance, tags=request.tags).success
+        assert export.execute_in_process(instance=instance).success
+        assert failed_files() == []
+
+        broken.write_bytes(b"")  # added alone, and fails: no example changes
+        ran, cursor = settle()
+        assert ran == ["per_file_job", "export_job"]
+        assert failed_files() == ["Travel_Novel/B904_Blank.txt"]
+
+        broken.unlink()  # deleted: no example changes either
+        ran, cursor = settle(cursor)
+        assert ran == ["export_job"]
+        assert failed_files() == []
