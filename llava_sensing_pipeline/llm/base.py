@@ -259,17 +259,28 @@ class LLMResource(LLMClient):
 
     def wait_ready(self) -> str:
         """:meth:`check_ready` inside a run: a server that cannot be reached is waited for (a message, then what is
-        left of ``down_wait_s``) instead of failing at once; a missing model fails at once."""
-        while True:
-            try:
-                return self.check_ready()
-            except ModelNotAvailable:
-                raise
-            except ServerUnavailable as exc:
-                pool = self.pool
-                for url in self.hosts:
-                    pool.mark_down(url, hung=getattr(exc, "hung", False))
-                pool.wait_until_up()
+        left of ``down_wait_s``) instead of failing at once; a missing model fails at once.
+
+        An interrupt (Ctrl-C or SIGTERM, raised here as ``KeyboardInterrupt`` or Dagster's
+        ``DagsterExecutionInterruptedError``) stops the pool's waits, like one during the requests
+        (:meth:`stop_waiting`), and propagates: Dagster turns an interrupt in a step with a ``RetryPolicy`` into a
+        retry of the step, and the retry must end at once (:class:`~.protocol.ServerDown`), not wait again."""
+        try:
+            while True:
+                try:
+                    return self.check_ready()
+                except ModelNotAvailable:
+                    raise
+                except ServerUnavailable as exc:
+                    pool = self.pool
+                    for url in self.hosts:
+                        pool.mark_down(url, hung=getattr(exc, "hung", False))
+                    pool.wait_until_up()
+        except Exception:
+            raise
+        except BaseException:  # an interrupt
+            self.stop_waiting()
+            raise
 
     def stop_waiting(self) -> None:
         """Ends the requests' waits for a server at once (Ctrl-C: the run is being interrupted)."""

@@ -58,6 +58,46 @@ def serving(command: Sequence[str], env: Mapping[str, str], log: Path, *, load_t
     """Starts ``command`` (its arguments, then ``-w workspace.yaml -h 127.0.0.1 -p <port>``) in its own process
     group with ``env``, its output in ``log``; yields the base URL once the code location has loaded; then stops the
     whole group (the webserver and the processes it started), killing it after ``stop_timeout`` seconds."""
+    with serving_process(command, env, log, load_timeout=load_timeout, stop_timeout=stop_timeout) as (base, _):
+        yield base
+
+
+def group_members(pgid: int) -> list[str]:
+    """The live processes (zombies left out) of process group ``pgid``, as ``"<pid> <command line>"``, from /proc."""
+    members = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, ...
+            if int(fields[2]) != pgid or fields[0] == "Z":
+                continue
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        members.append(f"{proc.name} {cmdline}")
+    return members
+
+
+def interrupt(server: subprocess.Popen, timeout: float) -> list[str]:
+    """Sends SIGINT to ``server``'s whole process group, as Ctrl-C in a terminal does, and waits up to ``timeout``
+    seconds for every process of the group to exit; returns those still alive then (empty: it stopped)."""
+    os.killpg(server.pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while True:
+        server.poll()  # reaps it once it exits (a zombie is not counted anyway)
+        alive = group_members(server.pid)
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+@contextmanager
+def serving_process(command: Sequence[str], env: Mapping[str, str], log: Path, *, load_timeout: float,
+                    stop_timeout: float) -> Iterator[tuple[str, subprocess.Popen]]:
+    """:func:`serving`, yielding the base URL and the process (its pid is the group's id, see :func:`interrupt`);
+    whatever of the group is still alive afterwards is stopped as :func:`serving` does."""
     port = free_port()
     with open(log, "w") as out:
         server = subprocess.Popen([*command, "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(port)], cwd=REPO,
@@ -70,11 +110,18 @@ def serving(command: Sequence[str], env: Mapping[str, str], log: Path, *, load_t
                 pytest.fail(f"the Dagster webserver did not load {WORKSPACE.name} in {load_timeout:g} s:\n"
                             f"{log.read_text()[-4000:]}")
             time.sleep(0.5)
-        yield base
+        yield base, server
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
         try:
+            os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=stop_timeout)
+        except ProcessLookupError:  # the whole group has exited already
+            server.wait()
         except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+            pass
+        if group_members(server.pid):  # the server itself, or a process it left behind
+            try:
+                os.killpg(server.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             server.wait()
