@@ -76,7 +76,7 @@ def test_asset_graph_and_partitions_in_a_real_browser(webserver):
         page.goto(base + LINEAGE)
         for name in ASSETS:
             expect(page.get_by_text(name, exact=True).first).to_be_visible()
-        expect(page.get_by_text("2 / 2 Passed").first).to_be_visible()  # the export's checks, in its node
+        expect(page.get_by_text("3 / 3 Passed").first).to_be_visible()  # the export's checks, in its node
         page.screenshot(path=str(tmp_path / "asset_graph.png"))
 
         page.set_viewport_size({"width": 1600, "height": 1000})

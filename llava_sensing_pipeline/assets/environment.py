@@ -217,7 +217,7 @@ def _environment_features(
     frames = for_each_partition(context, one, text_chunks, figures=figures)
     checks = [run_check(context, LABELS_ARE_VARIED, frames, lambda key, frame: label_variety_problems(frame),
                         "chunks")]
-    if settings.mode != "simple":
+    if REPLIES_USABLE.key in context.assets_def.check_keys:  # the LLM modes' variant
         checks.append(run_check(context, REPLIES_USABLE, frames,
                                 lambda key, frame: rejection_problems(figures[key], "analysis"), "chunks"))
     yield Output(frames)

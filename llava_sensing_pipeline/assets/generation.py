@@ -271,7 +271,7 @@ def _generated_examples(
     frames = for_each_partition(context, one, style_labels, text_chunks, environment_features, sensor_records,
                                 figures=figures)
     checks = [run_check(context, REPLIES_USABLE, frames, lambda key, frame: rejection_problems(
-        figures[key], "generation"), "examples")] if settings.mode == "llm" else []
+        figures[key], "generation"), "examples")] if REPLIES_USABLE.key in context.assets_def.check_keys else []
     yield Output(frames)
     yield from report_checks(context, checks)
 
