@@ -8,7 +8,8 @@ the UI (:mod:`~llava_sensing_pipeline.planning`).
    reconstructable job, so ``LLAVA_SENSING_EXECUTOR=multiprocess`` runs steps in worker processes). Up to
    ``LLAVA_SENSING_CONCURRENT_RUNS`` runs (default 1) at once, each launched from a process of its own (Dagster's
    run setup reconfigures Python's logging, which deadlocks runs launched from threads of one process): with a
-   distributed executor (Celery workers) that keeps several workers busy.
+   distributed executor (Celery workers) that keeps several workers busy. A range run records one planned event per
+   asset for its whole range (:data:`SUBSET_PLANNED_EVENTS`), not one per asset and partition.
 4. **Failure isolation.** A range run whose step fails names the partitions that raised (the step failure's
    metadata); they are re-run alone, so each shows as its own failed partition, and the rest are re-run in ranges.
 5. **Server gone, or no request can succeed.** In the LLM modes, once a partition failed because the server stayed
@@ -62,6 +63,11 @@ from .progress import cli_run_config
 from .settings import PipelineSettings
 
 LAUNCHED_BY = {"llava_sensing/launched_by": "cli"}
+SUBSET_PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+"""Dagster's switch for one planned materialization per asset for a range run's whole partition subset, instead of
+one per asset and partition (a fifth of a fresh run's events, each written to two SQLite databases). Set for the
+CLI's range runs only: a failed run with such events does not mark its partitions failed, and the CLI re-runs each
+failed partition alone (per-partition events), which marks it, as the UI shows it."""
 
 
 @dataclass
@@ -113,9 +119,14 @@ def _execute_run(job_name: str, run_config: dict, tags: dict[str, str], assets: 
     if instance is None:
         with DagsterInstance.get() as own:
             return _execute_run(job_name, run_config, tags, assets, own)
-    with execute_job(_reconstructable(job_name), instance, run_config=run_config, tags=tags,
-                     asset_selection=assets) as result:
-        return result.run_id, result.success
+    if RANGE_START in tags:
+        os.environ[SUBSET_PLANNED_EVENTS] = "true"
+    try:
+        with execute_job(_reconstructable(job_name), instance, run_config=run_config, tags=tags,
+                         asset_selection=assets) as result:
+            return result.run_id, result.success
+    finally:
+        os.environ.pop(SUBSET_PLANNED_EVENTS, None)
 
 
 class Runner:

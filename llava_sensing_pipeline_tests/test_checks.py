@@ -85,20 +85,24 @@ NOVEL = ("The first paragraph tells of the rain on the quay.\n\nCHAPTER II.\n\nT
 
 def test_chunk_problems_check_each_chunk_against_its_span_of_the_novel():
     good = novel_chunks(NOVEL, target_chars=60, min_chars=20, max_chars=120)
-    assert len(good) == 3 and chunk_problems(good, 120, NOVEL) == []
+    assert len(good) == 3 and chunk_problems(good, 120, NOVEL, span_sample=1) == []
     shifted = good.assign(char_start=[0, good.char_start[1] + 4, good.char_start[2]])
-    assert chunk_problems(shifted, 120, NOVEL) == [
+    assert chunk_problems(shifted, 120, NOVEL, span_sample=1) == [
         f"chunk 1: text is not the text of its span [{good.char_start[1] + 4}, {good.char_end[1]})"]
     overlapping = good.assign(char_start=[0, good.char_end[0] - 10, good.char_start[2]])
-    assert chunk_problems(overlapping, 120, NOVEL)[0] == (
+    assert chunk_problems(overlapping, 120, NOVEL, span_sample=1)[0] == (
         f"chunk 1: span [{good.char_end[0] - 10}, {good.char_end[1]}) overlaps the previous chunk, which ends at "
         f"{good.char_end[0]}")
     beyond = good.assign(char_end=[*good.char_end[:2], len(NOVEL) + 5])
-    assert chunk_problems(beyond, 120, NOVEL) == [
+    assert chunk_problems(beyond, 120, NOVEL, span_sample=1) == [
         f"chunk 2: span [{good.char_start[2]}, {len(NOVEL) + 5}) is outside the text ({len(NOVEL)} chars)"]
-    assert chunk_problems(good.assign(chunk_index=[0, 1, 3]), 120, NOVEL) == ["chunk indices are not 0..2 in order"]
+    assert chunk_problems(good.assign(chunk_index=[0, 1, 3]), 120, NOVEL, span_sample=1) == ["chunk indices are not 0..2 in order"]
     swapped = good.assign(text=[good.text[0], good.text[2], good.text[1]])
-    assert [p.split(":")[0] for p in chunk_problems(swapped, 120, NOVEL)] == ["chunk 1", "chunk 2"]
+    assert [p.split(":")[0] for p in chunk_problems(swapped, 120, NOVEL, span_sample=1)] == ["chunk 1", "chunk 2"]
+    # by default every eighth chunk's text is compared with its span (all spans are checked)
+    assert chunk_problems(shifted, 120, NOVEL) == []
+    assert chunk_problems(good.assign(char_start=[4, *good.char_start[1:]]), 120, NOVEL) == [
+        f"chunk 0: text is not the text of its span [4, {good.char_end[0]})"]
 
 
 BAD = REPO / "llava_sensing_pipeline_tests" / "data" / "bad_inputs"

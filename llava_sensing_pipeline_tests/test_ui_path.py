@@ -155,3 +155,60 @@ def test_ui_backfill_failure_fix_and_reexecution_keep_the_export_in_step_with_th
     assert main(["generate", "--input-dir", str(corpus), "--output-dir", str(tmp_path / "out"),
                  "--num-examples", "12", "--force"]) == 0
     assert _exports(tmp_path / "out") == ui
+
+
+LATEST_EXPORT = """{ assetOrError(assetKey: {path: ["chunked_json_exports"]}) { ... on Asset {
+    assetMaterializations(limit: 1) { runId metadataEntries { label ... on JsonMetadataEntry { jsonString } } } } } }"""
+
+
+def test_with_only_dagster_dev_the_export_lists_exactly_the_broken_files_still_in_the_corpus(tmp_path, monkeypatch):
+    """Issue 22, item 2: a broken file added alone failed through the sensor but the export never listed it; one
+    deleted stayed listed. Adding, fixing and deleting files with only ``dagster dev`` running (its sensors do the
+    runs) leaves an export, read through GraphQL, whose failed files are the broken files now in the corpus, and
+    whose bytes are the CLI's for the same corpus."""
+    corpus = tmp_path / "Novel"
+    shutil.copytree(REPO / "Novel", corpus, ignore=shutil.ignore_patterns("*.md"))
+    travel = corpus / "Travel_Novel"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLAVA_SENSING_")}
+    env.update(DAGSTER_HOME=str(tmp_path / "home"), LLAVA_SENSING_SENSOR_INTERVAL="3", PYTHONPATH=str(REPO),
+               LLAVA_SENSING_INPUT_DIR=str(corpus), LLAVA_SENSING_OUTPUT_DIR=str(tmp_path / "out"),
+               LLAVA_SENSING_STORAGE_DIR=str(tmp_path / "storage"), LLAVA_SENSING_LLM_CACHE=str(tmp_path / "c.sqlite"))
+    (tmp_path / "home").mkdir()
+    log = tmp_path / "dagster_dev.log"
+    seen = set()
+
+    def export_state():
+        """(files covered, failed files) of an export materialized since the last call, via GraphQL."""
+        asset = graphql(base, LATEST_EXPORT)["assetOrError"]
+        [latest] = asset.get("assetMaterializations") or [None]
+        if latest is None or latest["runId"] in seen:
+            return None
+        meta = {e["label"]: json.loads(e["jsonString"]) for e in latest["metadataEntries"] if "jsonString" in e}
+        return latest["runId"], len(meta["partitions"]), meta["failed_partitions"]
+
+    def wait_for(files: int, failed: list[str]):
+        def matches():
+            state = export_state()
+            if state and state[1:] == (files, failed):
+                seen.add(state[0])
+                return True
+            return False
+        _wait(f"an export of {files} files with failed {failed}", matches, log)
+
+    with serving([sys.executable, "-m", "dagster", "dev"], env, log, load_timeout=90, stop_timeout=30) as base:
+        wait_for(6, [])
+        (travel / "B904_Blank.txt").write_bytes(b"")  # a broken file added alone
+        wait_for(7, ["Travel_Novel/B904_Blank"])
+        shutil.copy(REPO / "Novel" / "Modernist_Novel" / "A901_The_Glass_Weather.txt", travel / "B904_Blank.txt")
+        wait_for(7, [])  # fixed
+        (travel / "B905_Empty.txt").write_bytes(b"")  # a broken file added with a good one
+        shutil.copy(REPO / "Novel" / "Modernist_Novel" / "A902_A_Room_Facing_North.txt", travel / "B906_Copy.txt")
+        wait_for(9, ["Travel_Novel/B905_Empty"])
+        (travel / "B905_Empty.txt").unlink()  # the broken file deleted
+        wait_for(8, [])
+    ui = _exports(tmp_path / "out")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "cli_home"))
+    monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "cli_storage"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--input-dir", str(corpus), "--output-dir", str(tmp_path / "out"), "--force"]) == 0
+    assert _exports(tmp_path / "out") == ui
