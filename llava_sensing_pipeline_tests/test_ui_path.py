@@ -55,6 +55,21 @@ def _exports(out: Path) -> dict[str, object]:
     return files
 
 
+def _differences(a: dict, b: dict) -> str:
+    """A unified diff of the export files that differ (for the assertion message)."""
+    import difflib
+
+    out = []
+    for name in sorted(set(a) | set(b)):
+        if a.get(name) != b.get(name):
+            def lines(value):
+                if isinstance(value, bytes):
+                    return value.decode("utf-8", "replace").splitlines()
+                return json.dumps(value, indent=1, sort_keys=True).splitlines()
+            out += list(difflib.unified_diff(lines(a.get(name, b"")), lines(b.get(name, b"")), name, name, n=1))
+    return "\n".join(out[:80])
+
+
 def _runs(instance) -> list:
     return list(instance.get_run_records())
 
@@ -211,4 +226,5 @@ def test_with_only_dagster_dev_the_export_lists_exactly_the_broken_files_still_i
     monkeypatch.setenv("LLAVA_SENSING_STORAGE_DIR", str(tmp_path / "cli_storage"))
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "--input-dir", str(corpus), "--output-dir", str(tmp_path / "out"), "--force"]) == 0
-    assert _exports(tmp_path / "out") == ui
+    cli = _exports(tmp_path / "out")
+    assert cli == ui, _differences(ui, cli)
