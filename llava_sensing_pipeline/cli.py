@@ -335,6 +335,10 @@ def resume_command(argv: list[str] | None) -> str:
     return shlex.join(["llava-sensing", *argv])
 
 
+MAX_PRINTED = 10
+"""Shortfalls and warnings printed one per line in the summary; the rest are counted (the index lists them all)."""
+
+
 def print_summary(report, settings, argv: list[str] | None = None) -> int:
     import json
 
@@ -355,10 +359,16 @@ def print_summary(report, settings, argv: list[str] | None = None) -> int:
         short = [f for f in index["files"] if f["shortfall"]]
         print(f"examples: {index['total_examples']} of {index['requested_examples']} requested "
               f"(from {chunks} candidate chunks); {index['total_chunks']} chunk file(s) of {index['chunk_size']}")
-        for f in short:
+        for f in short[:MAX_PRINTED]:
             print(f"  shortfall: {f['source_path']}: {f['exported']} of {f['quota']} ({f['shortfall_reason']})")
-        for warning in index.get("warnings", []):
+        if len(short) > MAX_PRINTED:
+            print(f"  … and {len(short) - MAX_PRINTED} more file(s) short of their quota (the index's files list them)")
+        warnings = index.get("warnings", [])
+        for warning in warnings[:MAX_PRINTED]:
             print(f"warning: {warning}", file=sys.stderr)
+        if len(warnings) > MAX_PRINTED:
+            print(f"warning: … and {len(warnings) - MAX_PRINTED} more file(s) with no examples (the index's warnings "
+                  "list them all)", file=sys.stderr)
         print(f"dataset: {out / (settings.mode + '_dataset.json')}\n"
               f"chunks:  {out / 'chunks'}/novel_dataset_chunk_NNN.json\nindex:   {out / 'chunks' / INDEX_NAME}")
     else:

@@ -57,6 +57,16 @@ class PipelineSettings(ConfigurableResource):
             return [float(part) for part in value.replace("/", ",").split(",") if part.strip()]
         return value
 
+    @field_validator("split_ratios")
+    @classmethod
+    def _split_ratios_as_shares(cls, value: list[float]) -> list[float]:
+        """As shares of one: the CLI's ``80,10,10`` and the default ``0.8/0.1/0.1`` are one setting, with one code
+        version, whichever entry point gave it (a value the export cannot use is left for it to explain)."""
+        total = sum(value)
+        if len(value) != 3 or any(v < 0 for v in value) or total <= 0:
+            return value
+        return [round(v / total, 6) for v in value]
+
 
 def chunk_bounds(chunk_chars: int, min_chars: int | None = None, max_chars: int | None = None) -> tuple[int, int]:
     """Default min and max chunk sizes for a target: 40 % and 200 % of it."""

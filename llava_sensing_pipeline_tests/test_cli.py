@@ -374,3 +374,12 @@ def test_a_failed_file_is_one_line_once_and_quick_steps_one_line_each(workspace,
     assert "remove it from the input folder or replace it" in reason  # what, why, what to do
     progress = [line.strip() for line in captured.err.splitlines() if " files, " in line and "ETA" in line]
     assert progress and all(line.split(" files")[0].split()[-1] in ("1/1", "3/3", "6/6", "7/7") for line in progress)
+
+
+def test_the_cli_defaults_and_the_settings_defaults_are_one_setting():
+    """The CLI's --split-ratios default (80,10,10) and the settings' (0.8/0.1/0.1) gave the export two code versions:
+    the UI on the CLI's corpus saw another export than the CLI wrote (found by the UI-path test, issue 22)."""
+    from llava_sensing_pipeline.settings import PipelineSettings
+
+    assert PipelineSettings(split_ratios=[80, 10, 10]).split_ratios == PipelineSettings().split_ratios == [0.8, 0.1, 0.1]
+    assert PipelineSettings(split_ratios="8/1/1").split_ratios == [0.8, 0.1, 0.1]

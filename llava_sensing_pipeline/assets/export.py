@@ -139,8 +139,10 @@ def export_dataset(log, settings: PipelineSettings, keys: list[str], generated_e
         paths = [f["source_path"] for f in failed]
         log.warning(f"not exported: {len(paths)} failed file(s), listed with their reasons in the index's "
                     f"failed_files: {', '.join(paths[:5])}{' …' if len(paths) > 5 else ''}")
-    for warning in warnings:
-        log.warning(warning)
+    if warnings:  # each one, with its reason, is in the index: one line here, not one event per file
+        empty = [f["source_path"] for f in files if f["quota"] and not f["exported"]]
+        log.warning(f"{len(empty)} file(s) with no examples, each listed with its reason in the index's warnings: "
+                    f"{', '.join(empty[:5])}{' …' if len(empty) > 5 else ''}")
     for warning in plan.warnings:
         log.warning(f"splits: {warning}")
     metadata = {
