@@ -5,13 +5,17 @@ hundreds of requests for a weak model, 2 ran on with a silently cut prompt, 5 ex
 the model's ``<think>`` block.
 """
 
+import itertools
 import json
+import re
 import time
+from pathlib import Path
 
 import pytest
 
 from llava_sensing_pipeline.cli import main
 from llava_sensing_pipeline.environment import analyze_rules
+from llava_sensing_pipeline_tests.support.needs import require_corpus
 from llava_sensing_pipeline_tests.support.ollama_test_server import OllamaTestServer
 from llava_sensing_pipeline_tests.test_llm_mode import MODEL, dataset, faithful_script, passage_of
 
@@ -75,3 +79,40 @@ def test_reasoning_models_give_paragraphs_without_their_reasoning(api, workspace
     for example in data:
         for text in (example["target_paragraph"], example["source_info"]["environmental_analysis"]["raw_reply"]):
             assert "<think>" not in text and "<|channel|>" not in text and "reason about the scene" not in text
+
+
+REPO = Path(__file__).resolve().parents[1]
+WEAK_REPLIES = json.loads((REPO / "llava_sensing_pipeline_tests" / "data" / "bad_inputs" /
+                           "weak_model_replies.json").read_text(encoding="utf-8"))["replies"]
+
+
+def test_a_model_whose_replies_are_mostly_rejected_fails_the_replies_usable_check(workspace, scripted_ollama, capsys):
+    """A weak model's real failure shapes (the committed fixture: prose, cut-off JSON, empty, JSON of its own keys),
+    four of every five analysis replies, the fifth usable: the files still get what examples they can, and the
+    check warns, in the CLI's summary as in the UI."""
+    turn = itertools.count()
+
+    def weak(request):
+        n = next(turn)
+        return WEAK_REPLIES[n % 5] if n % 5 < len(WEAK_REPLIES) else faithful_script(request)
+
+    scripted_ollama.set_script(weak)
+    assert main(["generate", "--mode", "hybrid", "--input-dir", str(workspace / "Novel"), "--output-dir",
+                 str(workspace / "out"), "--llm-url", scripted_ollama.url, "--model", MODEL, "--parallel", "1",
+                 "--max-retries", "0", "--num-examples", "4", "--max-files", "1", "--min-quota-share", "0"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"check warning: replies_usable Modernist_Novel/A901_The_Glass_Weather: \d+ of \d+ analysis "
+                     r"replies rejected \(\d+% > 50%\)", err), err
+
+
+def test_the_replies_usable_check_passes_on_the_shared_corpus(workspace, scripted_ollama, capsys):
+    corpus = workspace / "Shared"
+    source = require_corpus()
+    for genre in ("Modernist_Novel", "Travel_Novel"):
+        first = sorted((source / genre).glob("*.txt"))[0]
+        (corpus / genre).mkdir(parents=True)
+        (corpus / genre / first.name).symlink_to(first)
+    scripted_ollama.set_script(faithful_script)
+    assert main(["generate", "--mode", "hybrid", "--input-dir", str(corpus), "--output-dir", str(workspace / "out"),
+                 "--llm-url", scripted_ollama.url, "--model", MODEL, "--num-examples", "4"]) == 0
+    assert "replies_usable" not in capsys.readouterr().err
