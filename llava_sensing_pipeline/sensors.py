@@ -81,11 +81,12 @@ def novel_file_sensor(context: SensorEvaluationContext, settings: PipelineSettin
     states = partition_states(instance, keys)
     busy = {k for k, state in states.items() if state == "in_progress"}
     reasons = out_of_date(instance, context.repository_def.asset_graph, [k for k in keys if k not in busy])
-    if not [k for k in reasons if states[k] != "failed"]:  # nothing to materialize but files that failed
-        export = export_request(context, keys, sorted(k for k in reasons if states[k] == "failed"))
-        if export is not None:
-            return export
+    # nothing to materialize but files that failed (their runs were requested already): the export may miss them
+    cursor, export = (export_request(context, keys, sorted(k for k in reasons if states[k] == "failed"))
+                      if not [k for k in reasons if states[k] != "failed"] else (context.cursor, None))
     if not reasons:
+        if export is not None or cursor != context.cursor:
+            return SensorResult(run_requests=[export] if export else [], cursor=cursor)
         return SkipReason(f"all {len(keys)} file(s) up to date" + (f", {len(busy)} in progress" if busy else ""))
     graph = context.repository_def.asset_graph
     code = {k.to_user_string(): graph.get(k).code_version for k in PER_FILE_KEYS}
@@ -97,25 +98,26 @@ def novel_file_sensor(context: SensorEvaluationContext, settings: PipelineSettin
         requests.append(range_request(batch, run_key))
         context.log.info(f"requesting {batch[0]}" + (f" … {batch[-1]} ({len(batch)})" if len(batch) > 1 else "")
                          + f": {reasons[batch[0]]}")
-    return SensorResult(run_requests=requests)
+    return SensorResult(run_requests=requests + ([export] if export else []), cursor=cursor)
 
 
 ACTIVE = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED,
           DagsterRunStatus.CANCELING]
 
 
-def export_request(context: SensorEvaluationContext, keys: list[str], failed: list[str]) -> SensorResult | None:
-    """A run of the export when it misses the folder's files or failures (see the module's docstring): only when no
-    run is active and the same files and failures were seen on the previous tick (a file just changed has its run
-    queued by then), once per state (its run key)."""
+def export_request(context: SensorEvaluationContext, keys: list[str], failed: list[str]
+                   ) -> tuple[str | None, RunRequest | None]:
+    """The sensor's next cursor and a run of the export when it misses the folder's files or failures (see the
+    module's docstring): only when no run is active and the same files and failures were seen on the previous tick
+    (a file just changed has its run queued by then), once per state (its run key)."""
     state = hashlib.sha256(json.dumps([keys, failed]).encode()).hexdigest()[:20]
     why = export_misses_files(context.instance, keys, failed)
-    if why is None or context.instance.get_run_records(RunsFilter(statuses=ACTIVE), limit=1):
-        return SensorResult(cursor=state) if why else None
-    if context.cursor != state:
-        return SensorResult(cursor=state, skip_reason=f"{why}: requesting the export if it holds at the next tick")
+    if why is None:
+        return context.cursor, None
+    if context.instance.get_run_records(RunsFilter(statuses=ACTIVE), limit=1) or context.cursor != state:
+        return state, None
     context.log.info(f"requesting the export: {why}")
-    return SensorResult(run_requests=[RunRequest(run_key=f"export:{state}", job_name=EXPORT_JOB)], cursor=state)
+    return state, RunRequest(run_key=f"export:{state}", job_name=EXPORT_JOB)
 
 
 export_automation_sensor = AutomationConditionSensorDefinition(

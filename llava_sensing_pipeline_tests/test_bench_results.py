@@ -18,8 +18,8 @@ def test_the_readme_quotes_the_benchmark_results_as_they_are():
     assert summary_block(readme) == block
     assert re.search(r"Measured \d{4}-\d{2}-\d{2}, code [0-9a-f]{7,}", block), "the results name their date and commit"
     assert "CPUs" in block and "| target | verdict |" in block
-    assert all(line.rstrip().endswith(("| met |", "| MISSED |", "| verdict |", "|---|"))
-               for line in block.splitlines() if line.startswith("|")), "every target has a verdict"
+    verdicts = [line.rstrip(" |").rsplit("|", 1)[-1].strip() for line in block.splitlines() if line.startswith("|") and "---" not in line][1:]
+    assert verdicts and all(v.startswith(("met", "MISSED")) for v in verdicts), verdicts
 
 
 def test_quoting_replaces_only_the_block_between_the_markers():

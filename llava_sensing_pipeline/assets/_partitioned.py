@@ -6,9 +6,9 @@ the same shape (a :class:`~llava_sensing_pipeline.io_managers.PartitionTables`).
 does not stop the others from being tried: after the loop the step fails with a :class:`dagster.Failure` whose
 metadata lists every failed partition and its reason, so the CLI can isolate them and re-run the rest.
 
-Each asset's check (:data:`~llava_sensing_pipeline.checks.PER_FILE_CHECKS`) runs in the same step on the tables it
-has just computed (:func:`run_check` before the output is yielded, :meth:`CheckRun.report` after), so a check costs
-no extra step and no reload.
+Each asset's checks (its ``check_specs``, see :mod:`~llava_sensing_pipeline.checks`) run in the same step on the
+tables it has just computed (:func:`run_check` before the output is yielded, :func:`report_checks` after), so a check
+costs no extra step and no reload.
 """
 
 from __future__ import annotations
@@ -110,14 +110,12 @@ class CheckRun:
     counted: str
     results: dict[str, tuple[int, list[str], float]]  # partition -> (rows, problems, seconds the rule took)
 
-    def report(self, context: AssetExecutionContext, targets=None) -> Iterator[AssetCheckEvaluation | Output]:
-        """One evaluation per partition, each referring to its partition's new materialization (``targets``, when
-        the step's checks share one lookup), then the check's output. A blocking check that failed fails the step
-        with a :class:`dagster.Failure` naming the failed partitions (nothing downstream runs); another one is a
-        warning."""
+    def report(self, targets: Mapping[str, AssetCheckEvaluationTargetMaterializationData]
+               ) -> Iterator[AssetCheckEvaluation | Output]:
+        """One evaluation per partition, each referring to its partition's new materialization (``targets``), then
+        the check's output. A blocking check that failed fails the step with a :class:`dagster.Failure` naming the
+        failed partitions (nothing downstream runs); another one is a warning."""
         spec = self.spec
-        if targets is None:
-            targets = _targets(context.instance, spec.asset_key, list(self.results))
         failed: dict[str, str] = {}
         for key, (rows, problems, seconds) in self.results.items():
             if problems:
@@ -162,7 +160,7 @@ def report_checks(context: AssetExecutionContext, checks: Sequence[CheckRun]) ->
     failure = None
     for check in checks:
         try:
-            yield from check.report(context, targets)
+            yield from check.report(targets)
         except Failure as exc:
             failure = failure or exc
     if failure is not None:
