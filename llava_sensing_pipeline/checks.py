@@ -73,9 +73,10 @@ def chunk_problems(chunks: pd.DataFrame, max_chars: int, text: str | None = None
     :func:`span_problems`)."""
     problems = []
     texts = chunks["text"].tolist()
-    everything = "\n".join(texts).lower()
-    if not any(literal in everything for literal, _ in FORBIDDEN_IN_CHUNKS.values()) \
-            and all(len(t) <= max_chars and t.strip() for t in texts) and not _CONTROL_IN_CHUNK.search(everything):
+    joined = "\n".join(texts)  # a pattern matches here where it matches in a chunk ("^" after each line feed)
+    everything = joined.lower()
+    if not any(literal in everything and pattern.search(joined) for literal, pattern in FORBIDDEN_IN_CHUNKS.values()) \
+            and all(len(t) <= max_chars and t.strip() for t in texts) and not _CONTROL_IN_CHUNK.search(joined):
         return span_problems(chunks, text, span_sample) if text is not None else problems  # the usual case
     for index, text_ in zip(chunks["chunk_index"], texts):
         low = text_.lower()
