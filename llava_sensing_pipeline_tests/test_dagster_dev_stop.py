@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from llava_sensing_pipeline_tests.support.dagster_server import free_port, interrupt, serving_process
+from llava_sensing_pipeline_tests.support.dagster_server import free_port, interrupt, serving_process, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 STOP_S = 20  # "within a few seconds"; dagster dev's own fallback (kill its children) is after 60 s
@@ -25,13 +25,7 @@ DOWN_WAIT_S = 300
 
 
 def _wait(what: str, condition, log: Path, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}:\n{log.read_text(errors='replace')[-4000:]}")
+    return wait_for(what, condition, log, timeout)
 
 
 def _processes_of(home: Path) -> list[str]:

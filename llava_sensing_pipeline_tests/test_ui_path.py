@@ -12,14 +12,13 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from llava_sensing_pipeline.cli import main
-from llava_sensing_pipeline_tests.support.dagster_server import graphql, serving
+from llava_sensing_pipeline_tests.support.dagster_server import graphql, serving, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 TRAVEL = ["Travel_Novel/B901_Salt_Roads", "Travel_Novel/B902_North by Rail!", "Travel_Novel/B903_The_Lantern_Coast"]
@@ -30,13 +29,7 @@ TIMEOUT_S = 240
 
 
 def _wait(what: str, condition, log: Path, timeout: float = TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(1)
-    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
+    return wait_for(what, condition, log, timeout, poll=1)
 
 
 def _exports(out: Path) -> dict[str, object]:

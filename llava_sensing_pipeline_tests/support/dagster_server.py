@@ -21,6 +21,18 @@ WORKSPACE = REPO / "workspace.yaml"
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus locationOrLoadError { __typename } } } } }"
 
 
+def wait_for(what: str, condition, log: Path, timeout: float, poll: float = 0.5):
+    """``condition()``'s first true value, polled every ``poll`` seconds; fails the test after ``timeout`` seconds
+    with the end of the server's ``log``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text(errors='replace')[-4000:]}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
