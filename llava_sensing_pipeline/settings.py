@@ -65,7 +65,7 @@ class PipelineSettings(ConfigurableResource):
         total = sum(value)
         if len(value) != 3 or any(v < 0 for v in value) or total <= 0:
             return value
-        return [round(v / total, 6) for v in value]
+        return [round(v / total, 12) for v in value]
 
 
 def chunk_bounds(chunk_chars: int, min_chars: int | None = None, max_chars: int | None = None) -> tuple[int, int]:

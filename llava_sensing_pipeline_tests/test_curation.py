@@ -208,7 +208,7 @@ def test_bad_ratios_are_rejected(bad):
 
 def test_split_ratios_setting_accepts_text():
     assert PipelineSettings().split_ratios == [0.8, 0.1, 0.1]
-    assert settings_from_env({"LLAVA_SENSING_SPLIT_RATIOS": "70/20/10"}).split_ratios == [70.0, 20.0, 10.0]
+    assert settings_from_env({"LLAVA_SENSING_SPLIT_RATIOS": "70/20/10"}).split_ratios == [0.7, 0.2, 0.1]  # kept as shares
     assert normalise_ratios(PipelineSettings(split_ratios="70,20,10").split_ratios) == {
         "train": 0.7, "validation": 0.2, "test": 0.1}
 
