@@ -118,3 +118,10 @@ def test_the_export_follows_a_file_that_fails_alone_and_a_file_deleted(tmp_path)
         ran, cursor = settle(cursor)
         assert ran == ["export_job"]
         assert failed_files() == []
+
+        broken.write_bytes(b"")  # the same states again: each needs the export again (the run key covers it)
+        ran, cursor = settle(cursor)
+        assert ran == ["export_job"] and failed_files() == ["Travel_Novel/B904_Blank.txt"]
+        broken.unlink()
+        ran, cursor = settle(cursor)
+        assert ran == ["export_job"] and failed_files() == []
