@@ -143,7 +143,12 @@ def test_ui_backfill_failure_fix_and_reexecution_keep_the_export_in_step_with_th
         exported = {f["partition_key"] for f in index["files"]}
         assert {"Travel_Novel/B902_North by Rail!", "Travel_Novel/B903_The_Lantern_Coast"} <= exported
 
-        # 3. the file fixed, the backfill re-executed from failure: the export follows with no failed file left
+        # 3. the file fixed, the backfill re-executed from failure (once the daemon has closed it: the file sensor
+        # may have written the export before): the export follows with no failed file left
+        status = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+            ... on PartitionBackfill { status } } }"""
+        _wait("the backfill to end", lambda: graphql(base, status, {"id": backfill})["partitionBackfillOrError"][
+            "status"] not in ("REQUESTED", "CANCELING", "FAILING"), log)
         (corpus / BROKEN).write_bytes(saved)
         reexecute = """mutation($params: ReexecutionParams!) { reexecutePartitionBackfill(reexecutionParams: $params) {
             __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
