@@ -112,7 +112,7 @@ def export_request(context: SensorEvaluationContext, keys: list[str], failed: li
     module's docstring): only when no run is active and the same files and failures were seen on the previous tick
     (a file just changed has its run queued by then), once per state (its run key)."""
     why = export_misses_files(context.instance, keys, failed)
-    if why is None:
+    if why is None or isolation_pending(context.instance):
         return context.cursor, None
     # the state: the files, the failures and the export they differ from (the same files may need it again later)
     export = context.instance.fetch_materializations(EXPORT_KEY, limit=1).records[0].storage_id
@@ -121,6 +121,17 @@ def export_request(context: SensorEvaluationContext, keys: list[str], failed: li
         return state, None
     context.log.info(f"requesting the export: {why}")
     return state, RunRequest(run_key=f"export:{state}", job_name=EXPORT_JOB)
+
+
+def isolation_pending(instance) -> bool:
+    """Whether the latest run of the per-file job is a failed range run that ``isolate_failed_partitions`` has not
+    split yet (its re-runs would be newer): its whole range shows failed until then, which the export must not
+    record."""
+    records = instance.get_run_records(RunsFilter(job_name=PER_FILE_JOB), limit=1)
+    if not records:
+        return False
+    run = records[0].dagster_run
+    return run.is_failure and RANGE_START in run.tags and run.tags.get("llava_sensing/launched_by") != "cli"
 
 
 export_automation_sensor = AutomationConditionSensorDefinition(
