@@ -274,20 +274,24 @@ def cli_env(home: Path) -> dict[str, str]:
 def run_cli(label: str, args: Sequence[str], workspace: Path) -> CliRun:
     """``llava-sensing generate ARGS`` in ``workspace`` (its data/ and DAGSTER_HOME land there): wall time, exit
     status, peak RSS of the child and its output."""
+    command = [sys.executable, "-m", "llava_sensing_pipeline.cli", "generate", *args]
+    return run_child(label, command, workspace, workspace / f"cli-{len(list(workspace.glob('cli-*.log')))}.log")
+
+
+def run_child(label: str, command: Sequence[str], workspace: Path, out_path: Path) -> CliRun:
+    """``command`` in ``workspace`` with its own ``DAGSTER_HOME`` there, its output in ``out_path``: wall time, exit
+    status, peak RSS of the child and its output."""
     home = workspace / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    out_path = workspace / f"cli-{len(list(workspace.glob('cli-*.log')))}.log"
-    command = [sys.executable, "-m", "llava_sensing_pipeline.cli", "generate", *args]
     with open(out_path, "w") as out:
         started = time.perf_counter()
         child = subprocess.Popen(command, cwd=workspace, env=cli_env(home), stdout=out, stderr=subprocess.STDOUT)
         _pid, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
     output = out_path.read_text(encoding="utf-8", errors="replace")
     # ru_maxrss is in KiB on Linux, bytes on macOS
     rss_mb = usage.ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10)
-    run = CliRun(label, wall, child.returncode, rss_mb, output)
+    run = CliRun(label, wall, os.waitstatus_to_exitcode(status), rss_mb, output)
     log(f"  {label}: {wall:.1f} s, exit {run.rc}, peak RSS {rss_mb:.0f} MiB")
     if run.rc != 0:
         log("  its output ends with:\n" + "\n".join(output.splitlines()[-15:]))
@@ -357,19 +361,10 @@ def cli_series(corpus: Corpus, workspace: Path, batch_size: int | None) -> CliSe
 def run_twin(input_dir: Path, workspace: Path) -> CliRun:
     """``bench/twin.py``, the no-work twin of the graph, on the same files in its own process and ``DAGSTER_HOME``
     (before the new file of the series was added): Dagster's floor for this graph, measured like the CLI."""
-    home = workspace / "dagster_home"
-    home.mkdir(parents=True)
+    workspace.mkdir(parents=True)
     command = [sys.executable, str(REPO / "bench" / "twin.py"), "--input-dir", str(input_dir),
                "--storage", str(workspace / "storage")]
-    with open(workspace / "twin.out", "w") as out:
-        started = time.perf_counter()
-        child = subprocess.Popen(command, cwd=workspace, env=cli_env(home), stdout=out, stderr=subprocess.STDOUT)
-        _pid, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - started
-    output = (workspace / "twin.out").read_text(encoding="utf-8", errors="replace")
-    run = CliRun("no-work twin", wall, os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024, output)
-    log(f"  no-work twin: {wall:.1f} s, exit {run.rc}")
-    return run
+    return run_child("no-work twin", command, workspace, workspace / "twin.out")
 
 
 def one_partition_per_run(series: CliSeries, workspace: Path) -> None:

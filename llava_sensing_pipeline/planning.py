@@ -237,7 +237,22 @@ def run_failure_message(instance: DagsterInstance, run_id: str) -> str:
     return "run failed"
 
 
-def export_misses_files(instance: DagsterInstance, keys: Sequence[str], failed: Sequence[str]) -> str | None:
+def _newer_examples(instance: DagsterInstance, keys: Sequence[str], export_id: int) -> list[str]:
+    """The ``keys`` whose latest ``generated_examples`` materialization is newer than the export's (``export_id``)."""
+    latest = instance.get_latest_storage_id_by_partition(AssetKey("generated_examples"),
+                                                         DagsterEventType.ASSET_MATERIALIZATION)
+    return [k for k in keys if latest.get(k, -1) > export_id]
+
+
+@dataclass
+class ExportMiss:
+    """Why the export must be written again (``why``), and the export materialization it would correct."""
+
+    why: str
+    export_id: int
+
+
+def export_misses_files(instance: DagsterInstance, keys: Sequence[str], failed: Sequence[str]) -> ExportMiss | None:
     """Why the export must be written again although no example changed since it was (which its automation condition
     does not see): it covers other files than ``keys`` (a file deleted, or a file added that failed), or lists other
     failed files than ``failed`` (a file that failed since). None when it matches, or when newer examples exist (the
@@ -248,17 +263,14 @@ def export_misses_files(instance: DagsterInstance, keys: Sequence[str], failed: 
     record = records[0]
     meta = record.asset_materialization.metadata
     covered, was_failed = meta.get(EXPORTED_PARTITIONS), meta.get(FAILED_PARTITIONS)
-    if covered is None or was_failed is None:
-        return None
-    latest = instance.get_latest_storage_id_by_partition(AssetKey("generated_examples"),
-                                                         DagsterEventType.ASSET_MATERIALIZATION)
-    if any(latest.get(k, -1) > record.storage_id for k in keys):
+    if covered is None or was_failed is None or _newer_examples(instance, keys, record.storage_id):
         return None
     if sorted(covered.value) != sorted(keys):
         gone, new = sorted(set(covered.value) - set(keys)), sorted(set(keys) - set(covered.value))
-        return (f"chunked_json_exports covers other files ({len(gone)} gone, {len(new)} new)")
+        return ExportMiss(f"chunked_json_exports covers other files ({len(gone)} gone, {len(new)} new)",
+                          record.storage_id)
     if sorted(was_failed.value) != sorted(failed):
-        return "chunked_json_exports lists other failed files"
+        return ExportMiss("chunked_json_exports lists other failed files", record.storage_id)
     return None
 
 
@@ -280,9 +292,7 @@ def export_out_of_date(instance: DagsterInstance, asset_graph, keys: Sequence[st
     was_failed = meta.get(FAILED_PARTITIONS)
     if was_failed is None or sorted(was_failed.value) != sorted(failed):
         return "chunked_json_exports lists other failed files"
-    latest = instance.get_latest_storage_id_by_partition(AssetKey("generated_examples"),
-                                                         DagsterEventType.ASSET_MATERIALIZATION)
-    newer = [k for k in keys if latest.get(k, -1) > record.storage_id]
+    newer = _newer_examples(instance, keys, record.storage_id)
     if newer:
         return f"chunked_json_exports has {len(newer)} newer generated_examples partition(s)"
     if output_dir is not None:

@@ -40,7 +40,6 @@ from .assets.novels import PARTITIONS_PER_RUN
 from .jobs import EXPORT_JOB, PER_FILE_JOB, export_job, per_file_job
 from .partitions import discover_novels, registered_keys
 from .planning import (
-    EXPORT_KEY,
     PER_FILE_KEYS,
     RANGE_END,
     RANGE_START,
@@ -111,15 +110,14 @@ def export_request(context: SensorEvaluationContext, keys: list[str], failed: li
     """The sensor's next cursor and a run of the export when it misses the folder's files or failures (see the
     module's docstring): only when no run is active and the same files and failures were seen on the previous tick
     (a file just changed has its run queued by then), once per state (its run key)."""
-    why = export_misses_files(context.instance, keys, failed)
-    if why is None or isolation_pending(context.instance):
+    miss = export_misses_files(context.instance, keys, failed)
+    if miss is None or isolation_pending(context.instance):
         return context.cursor, None
     # the state: the files, the failures and the export they differ from (the same files may need it again later)
-    export = context.instance.fetch_materializations(EXPORT_KEY, limit=1).records[0].storage_id
-    state = hashlib.sha256(json.dumps([keys, failed, export]).encode()).hexdigest()[:20]
+    state = hashlib.sha256(json.dumps([keys, failed, miss.export_id]).encode()).hexdigest()[:20]
     if context.instance.get_run_records(RunsFilter(statuses=ACTIVE), limit=1) or context.cursor != state:
         return state, None
-    context.log.info(f"requesting the export: {why}")
+    context.log.info(f"requesting the export: {miss.why}")
     return state, RunRequest(run_key=f"export:{state}", job_name=EXPORT_JOB)
 
 

@@ -16,7 +16,7 @@ import math
 from collections import Counter
 
 import pandas as pd
-from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, Output, RetryPolicy, asset
+from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
 
 from ..checks import LABELS_ARE_VARIED, label_variety_problems, rejection_problems, replies_usable
 from ..environment import ENV_FIELDS, analyze_columns, features_at
@@ -33,7 +33,7 @@ from ..partitions import selection_quotas
 from ..seeding import derive_seed
 from ..settings import PipelineSettings
 from ._partitioned import for_each_partition, json_column, progress_logger, report_checks, run_check
-from .novels import LLM_POOL, PER_FILE
+from .novels import LLM_POOL, LLM_RETRY, PER_FILE
 
 
 def rule_features(chunks: pd.DataFrame, columns: dict[str, list] | None = None) -> pd.DataFrame:
@@ -225,7 +225,7 @@ def _environment_features(
 
 
 ENVIRONMENT = dict(**PER_FILE, name="environment_features", kinds={"pandas", "parquet"}, pool=LLM_POOL,
-                   retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS))
+                   retry_policy=LLM_RETRY)
 REPLIES_USABLE = replies_usable("environment_features")
 environment_features = asset(**ENVIRONMENT, check_specs=[LABELS_ARE_VARIED])(_environment_features)
 environment_features_llm = asset(**ENVIRONMENT, check_specs=[LABELS_ARE_VARIED, REPLIES_USABLE])(

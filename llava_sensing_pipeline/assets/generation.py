@@ -15,7 +15,7 @@ import json
 from collections import Counter
 
 import pandas as pd
-from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, Output, RetryPolicy, asset
+from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
 
 from ..checks import rejection_problems, replies_usable
 from ..environment import CONTEXT_FIELDS, ENV_FIELDS
@@ -44,7 +44,7 @@ from .environment import (
     request_budget,
     shortfall_failure,
 )
-from .novels import LLM_POOL, PER_FILE
+from .novels import LLM_POOL, LLM_RETRY, PER_FILE
 from .sensor_records import sensor_record_from_row
 
 USABLE_NOTE_KEY = "usable_note"
@@ -277,7 +277,7 @@ def _generated_examples(
 
 
 GENERATION = dict(**PER_FILE, name="generated_examples", kinds={"pandas", "parquet"}, pool=LLM_POOL,
-                  retry_policy=RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS))
+                  retry_policy=LLM_RETRY)
 REPLIES_USABLE = replies_usable("generated_examples")
 generated_examples = asset(**GENERATION)(_generated_examples)
 generated_examples_llm = asset(**GENERATION, check_specs=[REPLIES_USABLE])(_generated_examples)

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetSpec, BackfillPolicy, Output, asset
+from dagster import AssetExecutionContext, AssetSpec, Backoff, BackfillPolicy, Jitter, Output, RetryPolicy, asset
 
 from ..checks import CHUNKS_ARE_CLEAN, FINGERPRINT_KEY, IS_ENGLISH_PROSE, book_fingerprint, chunk_problems, prose_problems
 from ..partitions import genre_of, novel_partitions, relative_path_for
@@ -14,6 +14,8 @@ from ._partitioned import for_each_partition, pick, report_checks, run_check
 
 # Dagster concurrency pool of the LLM-bound steps (see README, "Scaling out": its limit is 1).
 LLM_POOL = "ollama"
+# The LLM-bound steps retry twice with exponential backoff and jitter (a permanent failure is not retried).
+LLM_RETRY = RetryPolicy(max_retries=2, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 # Runs over many partitions (CLI and UI backfills alike) cover ranges of at most this many files: one step per asset
 # for the range; the IO manager reads and writes one table per partition.
 PARTITIONS_PER_RUN = 50
